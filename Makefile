@@ -1,0 +1,42 @@
+# LiverRead: `make run` serves the demo, `make test` runs the whole suite.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/liverread
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+export LIVERREAD_VAR ?= $(CURDIR)/var
+
+.PHONY: install run test lint test-tools
+
+install: $(INSTALLED)
+
+# torch is pinned to 2.13.0 (its CPU wheel lies on these machines) in the same pip
+# call as MONAI, so pip never resolves a newer CUDA build of several GB.
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py make_demo
+	@echo "Serving LiverRead at http://127.0.0.1:8000 (Ctrl-C stops it)"
+	$(PY) manage.py runserver 127.0.0.1:8000
+
+# Debian's docker-compose validates docker-compose.yml offline in the tests.
+test-tools:
+	@command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The whole suite on the embedded default (SQLite), then every database test again
+# on the real PostgreSQL, with Redis as the broker where a test asks for it.
+test: install test-tools lint
+	LIVERREAD_VAR=$(CURDIR)/var/test TEST_REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest
+	LIVERREAD_VAR=$(CURDIR)/var/test TEST_REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL=$(TEST_DATABASE_URL) \
+		$(PY) -m pytest -m django_db

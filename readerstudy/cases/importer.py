@@ -1,0 +1,317 @@
+"""Import a dataset folder: validate, anonymise and store each case whole or not at all.
+
+Layout (see README "Dataset layout")::
+
+    DIR/manifest.csv                          one row per lesion (see ``manifest``)
+    DIR/<case>/<SEQ>.nii[.gz]                 the seven sequences, SEQ in SEQUENCES
+    DIR/<case>/masks/<lesion>/<SEQ>.nii[.gz]  one mask per lesion per sequence
+
+Every file is checked before anything is written; stored files are rewritten
+with clean headers under random names; the database rows of a case are created
+in one transaction, and files written for a case that then fails are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from tqdm import tqdm
+
+from inference.domain import SEQUENCES
+from inference.nifti import Volume, VolumeError, load_volume, write_volume
+from readerstudy.cases.anonymise import patient_key, stored_volume_name
+from readerstudy.cases.manifest import CaseEntry, read_manifest
+from readerstudy.cases.models import Case, Lesion, LesionMask, Patient, SequenceVolume
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+class CaseRejected(Exception):
+    """A case that cannot be imported; ``problems`` name each file and what is wrong."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    rejected: dict[str, list[str]] = field(default_factory=dict)
+    lesions: int = 0
+
+    def summary(self) -> str:
+        lines = [
+            f"Imported {len(self.imported)} case(s) with {self.lesions} lesion(s); "
+            f"skipped {len(self.skipped)} already imported; rejected {len(self.rejected)}."
+        ]
+        for case, problems in sorted(self.rejected.items()):
+            lines += [f"  REJECTED {case}:"] + [f"    - {p}" for p in problems]
+        return "\n".join(lines)
+
+
+@dataclass
+class LoadedCase:
+    """A case whose files all passed the checks, ready to store."""
+
+    entry: CaseEntry
+    volumes: dict[str, Volume]
+    masks: dict[str, dict[str, Volume]]  # lesion name → sequence → mask
+    source_sha256: str
+
+
+def import_dataset(dataset_dir: Path, *, dataset: str | None = None, progress: bool = False) -> ImportReport:
+    """Import every case of ``dataset_dir``; ``dataset`` names it (default: the folder name).
+
+    Raises ManifestError when the manifest itself is unusable; otherwise returns
+    a report in which each case is imported, skipped (same content already
+    imported) or rejected with its problems.
+    """
+    dataset_dir = Path(dataset_dir)
+    dataset = dataset or dataset_dir.resolve().name
+    entries = read_manifest(dataset_dir)
+    folders = {p.name for p in dataset_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    report = ImportReport()
+    for name in sorted(folders - entries.keys()):
+        report.rejected[name] = [f"{name}/: files without a manifest row"]
+    for name in tqdm(sorted(entries), desc="Importing cases", unit="case", disable=not progress):
+        entry = entries[name]
+        try:
+            if name not in folders:
+                raise CaseRejected([f"manifest row(s) without files: folder {name}/ not found"])
+            if entry.problems:
+                raise CaseRejected(entry.problems)
+            loaded = load_case(dataset_dir / name, entry)
+            if _already_imported(dataset, loaded):
+                report.skipped.append(name)
+                continue
+            store_case(dataset, loaded)
+        except CaseRejected as exc:
+            report.rejected[name] = exc.problems
+        else:
+            report.imported.append(name)
+            report.lesions += len(entry.lesions)
+    return report
+
+
+def _nifti_files(folder: Path) -> dict[str, list[Path]]:
+    """Files of a folder by stem (name without a NIfTI suffix); hidden files ignored."""
+    files: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        stem = next((path.name[: -len(s)] for s in NIFTI_SUFFIXES if path.name.endswith(s)), path.name)
+        files.setdefault(stem, []).append(path)
+    return files
+
+
+def _sequence_files(folder: Path, where: str, problems: list[str]) -> dict[str, Path]:
+    """One NIfTI file per sequence in ``folder``; missing, doubled and extra files are problems."""
+    files = _nifti_files(folder)
+    found: dict[str, Path] = {}
+    for sequence in SEQUENCES:
+        candidates = files.pop(sequence, [])
+        if not candidates:
+            problems.append(f"{where}: missing sequence {sequence} (expected {sequence}.nii.gz or {sequence}.nii)")
+        elif len(candidates) > 1:
+            problems.append(f"{where}: more than one file for {sequence}: {', '.join(p.name for p in candidates)}")
+        else:
+            found[sequence] = candidates[0]
+    for paths in files.values():
+        for path in paths:
+            problems.append(f"{where}{path.name}: extra file (expected only the sequences {', '.join(SEQUENCES)})")
+    return found
+
+
+def _load(path: Path, case_dir: Path, problems: list[str]) -> Volume | None:
+    try:
+        return load_volume(path, label=path.relative_to(case_dir.parent))
+    except VolumeError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def _check_mask(mask: Volume, image: Volume, where: str) -> str | None:
+    """The problem with a mask on its sequence's grid, or None: same grid, one non-zero value."""
+    if not mask.same_grid(image):
+        return (
+            f"{where}: mask grid {mask.shape} does not match its sequence's grid {image.shape} "
+            f"(shape or affine differ by more than 0.01 mm)"
+        )
+    values = np.unique(mask.data)
+    nonzero = values[values != 0]
+    if nonzero.size == 0:
+        return f"{where}: empty mask (no non-zero voxel)"
+    if nonzero.size > 1:
+        shown = ", ".join(f"{v:g}" for v in nonzero[:5])
+        return f"{where}: mask has {nonzero.size} different non-zero labels ({shown}); expected one lesion label"
+    return None
+
+
+def load_case(case_dir: Path, entry: CaseEntry) -> LoadedCase:
+    """Read and check every file of one case; CaseRejected lists all problems found."""
+    problems: list[str] = []
+    case = case_dir.name
+    sequence_paths = _sequence_files(case_dir, f"{case}/", problems)
+    volumes = {s: v for s, p in sequence_paths.items() if (v := _load(p, case_dir, problems)) is not None}
+
+    mask_root = case_dir / "masks"
+    lesion_dirs = {p.name for p in mask_root.iterdir() if p.is_dir()} if mask_root.is_dir() else set()
+    manifest_lesions = {lesion.name for lesion in entry.lesions}
+    for name in sorted(lesion_dirs - manifest_lesions):
+        problems.append(f"{case}/masks/{name}/: files without a manifest row")
+    masks: dict[str, dict[str, Volume]] = {}
+    mask_paths: list[Path] = []
+    for lesion in entry.lesions:
+        if lesion.name not in lesion_dirs:
+            problems.append(
+                f"manifest.csv line {lesion.line}: row without files: {case}/masks/{lesion.name}/ not found"
+            )
+            continue
+        where = f"{case}/masks/{lesion.name}/"
+        paths = _sequence_files(mask_root / lesion.name, where, problems)
+        mask_paths += paths.values()
+        masks[lesion.name] = {}
+        for sequence, path in paths.items():
+            mask = _load(path, case_dir, problems)
+            if mask is None or sequence not in volumes:
+                continue
+            problem = _check_mask(mask, volumes[sequence], f"{where}{path.name}")
+            if problem:
+                problems.append(problem)
+            else:
+                masks[lesion.name][sequence] = mask
+    if problems:
+        raise CaseRejected(problems)
+    inputs = sorted([*sequence_paths.values(), *mask_paths])
+    source = hashlib.sha256()
+    for path in inputs:
+        source.update(f"{path.relative_to(case_dir)}\0{_sha256(path)}\n".encode())
+    return LoadedCase(entry=entry, volumes=volumes, masks=masks, source_sha256=source.hexdigest())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _already_imported(dataset: str, loaded: LoadedCase) -> bool:
+    """True when this exact case is in the database; CaseRejected when a different
+    case of the same name is, or when the patient's record disagrees with it."""
+    entry = loaded.entry
+    existing = Case.objects.filter(dataset=dataset, source_name=entry.name).first()
+    if existing is not None:
+        if existing.source_sha256 == loaded.source_sha256:
+            return True
+        raise CaseRejected(
+            [f"{entry.name}/: a different case of this name was already imported into dataset {dataset!r}"]
+        )
+    patient = Patient.objects.filter(key=patient_key(entry.patient)).first()
+    if patient is not None:
+        stored = {k: getattr(patient, k) for k in entry.patient_fields()}
+        if stored != entry.patient_fields():
+            raise CaseRejected(
+                [f"manifest.csv: patient {entry.patient} was imported before with other age/sex/background"]
+            )
+        other_splits = set(Lesion.objects.filter(case__patient=patient).values_list("split", flat=True))
+        if other_splits - {lesion.split for lesion in entry.lesions}:
+            raise CaseRejected([f"manifest.csv: patient {entry.patient} already has lesions in another split"])
+    return False
+
+
+def _centroid_mm(mask: Volume) -> list[float]:
+    """Centre of the mask's voxels in world coordinates (mm)."""
+    ijk = np.argwhere(mask.data != 0).mean(axis=0)
+    return [round(float(x), 3) for x in (mask.affine @ np.append(ijk, 1.0))[:3]]
+
+
+class _Writer:
+    """Writes clean copies into storage and remembers them, so a failure can remove them."""
+
+    def __init__(self, scratch: Path):
+        self.scratch = scratch
+        self.saved: list[str] = []
+
+    def save(self, data: np.ndarray, affine: np.ndarray) -> tuple[str, str]:
+        name = stored_volume_name()
+        local = self.scratch / Path(name).name
+        write_volume(local, data, affine)
+        sha = _sha256(local)
+        with local.open("rb") as handle:
+            self.saved.append(default_storage.save(name, File(handle)))
+        local.unlink()
+        return self.saved[-1], sha
+
+    def remove_all(self) -> None:
+        for name in self.saved:
+            default_storage.delete(name)
+
+
+def _stored_dtype(data: np.ndarray) -> np.ndarray:
+    """Scaled or float data as float32; integer data keeps its type (native byte order)."""
+    return data.astype(np.float32) if np.issubdtype(data.dtype, np.floating) else data
+
+
+def store_case(dataset: str, loaded: LoadedCase) -> Case:
+    """Write the files of a checked case and create its rows, all or nothing."""
+    with tempfile.TemporaryDirectory(prefix="liverread-import-") as scratch:
+        writer = _Writer(Path(scratch))
+        try:
+            volume_rows = []
+            for sequence, volume in loaded.volumes.items():
+                name, sha = writer.save(_stored_dtype(volume.data), volume.affine)
+                volume_rows.append(
+                    SequenceVolume(
+                        sequence=sequence, file=name, sha256=sha, shape=list(volume.shape),
+                        spacing=[round(s, 6) for s in volume.spacing], affine=volume.affine.round(6).tolist(),
+                    )
+                )  # fmt: skip
+            mask_rows: dict[str, list[LesionMask]] = {}
+            for lesion, by_sequence in loaded.masks.items():
+                mask_rows[lesion] = []
+                for sequence, mask in by_sequence.items():
+                    name, sha = writer.save((mask.data != 0).astype(np.uint8), mask.affine)
+                    mask_rows[lesion].append(
+                        LesionMask(
+                            sequence=sequence, file=name, sha256=sha,
+                            voxel_count=int(np.count_nonzero(mask.data)), centroid_mm=_centroid_mm(mask),
+                        )
+                    )  # fmt: skip
+            return _create_rows(dataset, loaded, volume_rows, mask_rows)
+        except BaseException:
+            writer.remove_all()
+            raise
+
+
+@transaction.atomic
+def _create_rows(dataset, loaded: LoadedCase, volume_rows, mask_rows) -> Case:
+    entry = loaded.entry
+    patient, _ = Patient.objects.get_or_create(key=patient_key(entry.patient), defaults=entry.patient_fields())
+    case = Case.objects.create(
+        patient=patient, dataset=dataset, source_name=entry.name, source_sha256=loaded.source_sha256,
+        scanner_vendor=entry.scanner_vendor, scanner_model=entry.scanner_model,
+        field_strength_t=entry.field_strength_t,
+    )  # fmt: skip
+    for row in volume_rows:
+        row.case = case
+    SequenceVolume.objects.bulk_create(volume_rows)
+    for lesion_row in entry.lesions:
+        lesion = Lesion.objects.create(
+            case=case, source_name=lesion_row.name, label=lesion_row.label,
+            diameter_mm=lesion_row.diameter_mm, split=lesion_row.split,
+        )  # fmt: skip
+        for row in mask_rows[lesion_row.name]:
+            row.lesion = lesion
+        LesionMask.objects.bulk_create(mask_rows[lesion_row.name])
+    return case

@@ -1,0 +1,52 @@
+"""Project-level pages: the home page and the health check."""
+
+from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.db.models import Count
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from readerstudy.cases.models import Case, Lesion
+from readerstudy.celery import app as celery_app
+from readerstudy.studies.models import STUDY_ADMINS_GROUP, Reader
+
+
+def is_study_admin(user) -> bool:
+    return user.is_superuser or user.groups.filter(name=STUDY_ADMINS_GROUP).exists()
+
+
+@login_required
+def home(request):
+    """A study admin sees the cohort; a reader sees their group (and, later, their studies)."""
+    context = {"reader": Reader.objects.filter(user=request.user).first()}
+    if is_study_admin(request.user):
+        context["cohort"] = {
+            "cases": Case.objects.count(),
+            "lesions_by_split": Lesion.objects.values("split").annotate(n=Count("id")).order_by("split"),
+            "datasets": Case.objects.values("dataset").annotate(n=Count("id")).order_by("dataset"),
+        }
+    return render(request, "home.html", context)
+
+
+@require_GET
+def healthz(request):
+    """200 when the database answers and the broker (if any) accepts a connection, else 503."""
+    status = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        status["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+        status["database"] = f"error: {type(exc).__name__}"
+    if celery_app.conf.task_always_eager:
+        status["broker"] = "eager"
+    else:
+        try:
+            with celery_app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+            status["broker"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            status["broker"] = f"error: {type(exc).__name__}"
+    healthy = all(v in {"ok", "eager"} for v in status.values())
+    return JsonResponse(status, status=200 if healthy else 503)
