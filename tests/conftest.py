@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from inference.domain import SEQUENCES
+from inference.manifest import COLUMNS
 from inference.nifti import write_volume
-from readerstudy.cases.manifest import COLUMNS
 
 
 @pytest.fixture

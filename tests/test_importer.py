@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
+from inference.dataset import load_case
 from inference.domain import SEQUENCES
+from inference.manifest import COLUMNS, ManifestError, read_manifest
 from inference.nifti import write_volume
-from readerstudy.cases.importer import import_dataset, load_case, store_case
-from readerstudy.cases.manifest import COLUMNS, ManifestError, read_manifest
+from readerstudy.cases.importer import import_dataset, store_case
 from readerstudy.cases.models import Case, Lesion, LesionMask, Patient, SequenceVolume
 from tests.conftest import stored_files
 

@@ -1,11 +1,6 @@
 """Import a dataset folder: validate, anonymise and store each case whole or not at all.
 
-Layout (see README "Dataset layout")::
-
-    DIR/manifest.csv                          one row per lesion (see ``manifest``)
-    DIR/<case>/<SEQ>.nii[.gz]                 the seven sequences, SEQ in SEQUENCES
-    DIR/<case>/masks/<lesion>/<SEQ>.nii[.gz]  one mask per lesion per sequence
-
+The layout and its checks are ``inference.dataset``'s (README "Dataset layout").
 Every file is checked before anything is written; stored files are rewritten
 with clean headers under random names; the database rows of a case are created
 in one transaction, and files written for a case that then fails are removed.
@@ -13,7 +8,6 @@ in one transaction, and files written for a case that then fails are removed.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,21 +18,11 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from tqdm import tqdm
 
-from inference.domain import SEQUENCES
-from inference.nifti import Volume, VolumeError, load_volume, write_volume
+from inference.dataset import CaseRejected, LoadedCase, load_case, sha256_file
+from inference.manifest import read_manifest
+from inference.nifti import Volume, write_volume
 from readerstudy.cases.anonymise import patient_key, stored_volume_name
-from readerstudy.cases.manifest import CaseEntry, read_manifest
 from readerstudy.cases.models import Case, Lesion, LesionMask, Patient, SequenceVolume
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-class CaseRejected(Exception):
-    """A case that cannot be imported; ``problems`` name each file and what is wrong."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 @dataclass
@@ -56,16 +40,6 @@ class ImportReport:
         for case, problems in sorted(self.rejected.items()):
             lines += [f"  REJECTED {case}:"] + [f"    - {p}" for p in problems]
         return "\n".join(lines)
-
-
-@dataclass
-class LoadedCase:
-    """A case whose files all passed the checks, ready to store."""
-
-    entry: CaseEntry
-    volumes: dict[str, Volume]
-    masks: dict[str, dict[str, Volume]]  # lesion name → sequence → mask
-    source_sha256: str
 
 
 def import_dataset(dataset_dir: Path, *, dataset: str | None = None, progress: bool = False) -> ImportReport:
@@ -100,110 +74,6 @@ def import_dataset(dataset_dir: Path, *, dataset: str | None = None, progress: b
             report.imported.append(name)
             report.lesions += len(entry.lesions)
     return report
-
-
-def _nifti_files(folder: Path) -> dict[str, list[Path]]:
-    """Files of a folder by stem (name without a NIfTI suffix); hidden files ignored."""
-    files: dict[str, list[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
-            continue
-        stem = next((path.name[: -len(s)] for s in NIFTI_SUFFIXES if path.name.endswith(s)), path.name)
-        files.setdefault(stem, []).append(path)
-    return files
-
-
-def _sequence_files(folder: Path, where: str, problems: list[str]) -> dict[str, Path]:
-    """One NIfTI file per sequence in ``folder``; missing, doubled and extra files are problems."""
-    files = _nifti_files(folder)
-    found: dict[str, Path] = {}
-    for sequence in SEQUENCES:
-        candidates = files.pop(sequence, [])
-        if not candidates:
-            problems.append(f"{where}: missing sequence {sequence} (expected {sequence}.nii.gz or {sequence}.nii)")
-        elif len(candidates) > 1:
-            problems.append(f"{where}: more than one file for {sequence}: {', '.join(p.name for p in candidates)}")
-        else:
-            found[sequence] = candidates[0]
-    for paths in files.values():
-        for path in paths:
-            problems.append(f"{where}{path.name}: extra file (expected only the sequences {', '.join(SEQUENCES)})")
-    return found
-
-
-def _load(path: Path, case_dir: Path, problems: list[str]) -> Volume | None:
-    try:
-        return load_volume(path, label=path.relative_to(case_dir.parent))
-    except VolumeError as exc:
-        problems.append(str(exc))
-        return None
-
-
-def _check_mask(mask: Volume, image: Volume, where: str) -> str | None:
-    """The problem with a mask on its sequence's grid, or None: same grid, one non-zero value."""
-    if not mask.same_grid(image):
-        return (
-            f"{where}: mask grid {mask.shape} does not match its sequence's grid {image.shape} "
-            f"(shape or affine differ by more than 0.01 mm)"
-        )
-    values = np.unique(mask.data)
-    nonzero = values[values != 0]
-    if nonzero.size == 0:
-        return f"{where}: empty mask (no non-zero voxel)"
-    if nonzero.size > 1:
-        shown = ", ".join(f"{v:g}" for v in nonzero[:5])
-        return f"{where}: mask has {nonzero.size} different non-zero labels ({shown}); expected one lesion label"
-    return None
-
-
-def load_case(case_dir: Path, entry: CaseEntry) -> LoadedCase:
-    """Read and check every file of one case; CaseRejected lists all problems found."""
-    problems: list[str] = []
-    case = case_dir.name
-    sequence_paths = _sequence_files(case_dir, f"{case}/", problems)
-    volumes = {s: v for s, p in sequence_paths.items() if (v := _load(p, case_dir, problems)) is not None}
-
-    mask_root = case_dir / "masks"
-    lesion_dirs = {p.name for p in mask_root.iterdir() if p.is_dir()} if mask_root.is_dir() else set()
-    manifest_lesions = {lesion.name for lesion in entry.lesions}
-    for name in sorted(lesion_dirs - manifest_lesions):
-        problems.append(f"{case}/masks/{name}/: files without a manifest row")
-    masks: dict[str, dict[str, Volume]] = {}
-    mask_paths: list[Path] = []
-    for lesion in entry.lesions:
-        if lesion.name not in lesion_dirs:
-            problems.append(
-                f"manifest.csv line {lesion.line}: row without files: {case}/masks/{lesion.name}/ not found"
-            )
-            continue
-        where = f"{case}/masks/{lesion.name}/"
-        paths = _sequence_files(mask_root / lesion.name, where, problems)
-        mask_paths += paths.values()
-        masks[lesion.name] = {}
-        for sequence, path in paths.items():
-            mask = _load(path, case_dir, problems)
-            if mask is None or sequence not in volumes:
-                continue
-            problem = _check_mask(mask, volumes[sequence], f"{where}{path.name}")
-            if problem:
-                problems.append(problem)
-            else:
-                masks[lesion.name][sequence] = mask
-    if problems:
-        raise CaseRejected(problems)
-    inputs = sorted([*sequence_paths.values(), *mask_paths])
-    source = hashlib.sha256()
-    for path in inputs:
-        source.update(f"{path.relative_to(case_dir)}\0{_sha256(path)}\n".encode())
-    return LoadedCase(entry=entry, volumes=volumes, masks=masks, source_sha256=source.hexdigest())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _already_imported(dataset: str, loaded: LoadedCase) -> bool:
@@ -247,7 +117,7 @@ class _Writer:
         name = stored_volume_name()
         local = self.scratch / Path(name).name
         write_volume(local, data, affine)
-        sha = _sha256(local)
+        sha = sha256_file(local)
         with local.open("rb") as handle:
             self.saved.append(default_storage.save(name, File(handle)))
         local.unlink()

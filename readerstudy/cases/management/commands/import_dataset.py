@@ -4,8 +4,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from inference.manifest import ManifestError
 from readerstudy.cases.importer import import_dataset
-from readerstudy.cases.manifest import ManifestError
 
 
 class Command(BaseCommand):
