@@ -1,10 +1,13 @@
 """The home page and the admin pages a study admin browses imported data with."""
 
+import re
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 
 from readerstudy.cases.importer import import_dataset
+from readerstudy.cases.models import Case
 from readerstudy.studies.models import STUDY_ADMINS_GROUP, Reader
 
 pytestmark = pytest.mark.django_db
@@ -85,3 +88,13 @@ def test_lesion_admin_filter_narrows_by_label(client, study_admin, imported):
 
 def test_cases_cannot_be_added_by_hand_in_the_admin(client, study_admin):
     assert client.get("/admin/cases/case/add/").status_code == 403
+
+
+def test_case_and_lesion_pages_show_volumes_and_masks_read_only(client, study_admin, imported):
+    case = Case.objects.get(source_name="C1")
+    page = client.get(f"/admin/cases/case/{case.pk}/change/").content.decode()
+    for sequence in ("T2WI", "DWI", "ADC", "T1WI", "LAP", "PVP", "DP"):
+        assert re.search(rf'field-sequence">\s*<p>{sequence}</p>', page)
+    lesion = case.lesions.get()
+    page = client.get(f"/admin/cases/lesion/{lesion.pk}/change/").content.decode()
+    assert len(re.findall(r'field-voxel_count">\s*<p>64</p>', page)) == 7

@@ -13,12 +13,22 @@ class ImportedDataAdmin(admin.ModelAdmin):
         return False
 
 
-class SequenceVolumeInline(admin.TabularInline):
-    model = SequenceVolume
-    fields = ("sequence", "shape", "spacing", "sha256")
-    readonly_fields = fields
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown under their parent, never edited, added or deleted there."""
+
     extra = 0
     can_delete = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class SequenceVolumeInline(ReadOnlyInline):
+    model = SequenceVolume
+    fields = ("sequence", "shape", "spacing", "sha256")
 
 
 class LesionInline(admin.TabularInline):
@@ -56,12 +66,9 @@ class SequenceVolumeAdmin(ImportedDataAdmin):
     readonly_fields = ("case", "sequence", "file", "shape", "spacing", "affine", "sha256")
 
 
-class LesionMaskInline(admin.TabularInline):
+class LesionMaskInline(ReadOnlyInline):
     model = LesionMask
     fields = ("sequence", "voxel_count", "centroid_mm", "sha256")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
 
 
 @admin.register(Lesion)
