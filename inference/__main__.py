@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -64,10 +65,120 @@ def _add_phantoms(commands) -> None:
     parser.set_defaults(handler=_phantoms)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from inference.config import load_config
+    from inference.training import train
+
+    run_dir = args.run_dir or Path("runs") / f"{args.config}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        config = load_config(args.config)
+        train(config, args.data, run_dir, device=args.device, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Trained {config.training.folds} fold models into {run_dir}")
+    return 0
+
+
+def _add_train(commands) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="five-fold cross-validated training on a dataset's development split",
+        description=(
+            "Train the multitask network (one model per fold) on the development split of a dataset in the "
+            "import layout. Running the same command again with the same --run-dir resumes an interrupted run."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--config", default="cpu", help="a config name (cpu, paper) or a path to a config JSON")
+    add("--data", type=Path, required=True, help="dataset folder with manifest.csv")
+    add("--run-dir", type=Path, help="run folder (default: runs/<config>-<time>)")
+    add("--device", help="cpu, cuda, cuda:1 … (default: CUDA when present, else CPU)")
+    add("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=_train)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from inference.prediction import predict_dataset, write_predictions_csv
+
+    try:
+        records = predict_dataset(
+            args.run_dir, args.data, batch_size=args.batch_size, split=args.split, device=args.device,
+            progress=not args.quiet,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = write_predictions_csv(records, args.out)
+    failed = sum(1 for record in records if record["error"])
+    print(f"Predicted {len(records) - failed} lesion(s) into {out}" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def _add_predict(commands) -> None:
+    parser = commands.add_parser(
+        "predict",
+        help="ensemble prediction (five fold models averaged) for every lesion of a dataset",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("run_dir", type=Path, metavar="RUN_DIR", help="a finished training run")
+    add("--data", type=Path, required=True, help="dataset folder with manifest.csv")
+    add("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
+    add("--split", choices=("development", "test"), help="only this split (default: all lesions)")
+    add("--batch-size", type=int, default=8, help="lesions per forward pass")
+    add("--device", help="cpu, cuda, … (default: CUDA when present, else CPU)")
+    add("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_predict)
+
+
+def _saliency(args: argparse.Namespace) -> int:
+    from inference.dataset import load_case
+    from inference.manifest import read_manifest
+    from inference.prediction import Ensemble
+    from inference.preprocess import preprocess_lesion
+    from inference.saliency import compute_saliency, save_saliency
+
+    try:
+        ensemble = Ensemble.load(args.run_dir, args.device)
+        entry = read_manifest(args.data)[args.case]
+        row = next(row for row in entry.lesions if row.name == args.lesion)
+        case = load_case(args.data / args.case, entry)
+        masks = case.masks[args.lesion]
+        patch = preprocess_lesion(case.volumes, masks, row.diameter_mm, size=ensemble.config.model.input_size)
+        saliency = compute_saliency(ensemble.models, patch, case.volumes, masks)
+    except (ValueError, KeyError, StopIteration, FileNotFoundError) as exc:
+        print(f"error: {args.case}/{args.lesion}: {exc!r}", file=sys.stderr)
+        return 2
+    paths = save_saliency(saliency, case.volumes, args.out)
+    print(f"Saliency of {args.case}/{args.lesion} written to {args.out} (panel: {paths['panel']})")
+    return 0
+
+
+def _add_saliency(commands) -> None:
+    parser = commands.add_parser(
+        "saliency",
+        help="heat maps (NIfTI, on each sequence's grid), sequence weights (JSON) and a PNG panel for one lesion",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("run_dir", type=Path, metavar="RUN_DIR", help="a finished training run")
+    add("--data", type=Path, required=True, help="dataset folder with manifest.csv")
+    add("--case", required=True, help="case folder name")
+    add("--lesion", required=True, help="lesion name within the case")
+    add("--out", type=Path, required=True, help="folder to write into")
+    add("--device", help="cpu, cuda, … (default: CUDA when present, else CPU)")
+    parser.set_defaults(handler=_saliency)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m inference", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_phantoms(commands)
+    _add_train(commands)
+    _add_predict(commands)
+    _add_saliency(commands)
     args = parser.parse_args(argv)
     return args.handler(args)
 

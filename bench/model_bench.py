@@ -1,0 +1,189 @@
+"""Model benchmark: per-lesion latency of preprocessing, ensemble forward and saliency, training step time
+and peak memory, for the ``cpu`` and ``paper`` configs, naive against optimised in the same run.
+
+    .venv/bin/python bench/model_bench.py [--configs cpu paper] [--lesions 2] [--out bench/results/model.json]
+
+Each (config, measurement) runs in its own process so that its peak resident memory (ru_maxrss) is its
+own. Weights are untrained: latency does not depend on their values. The lesions come from a full-size
+phantom cohort (one lesion per class, seed 0), so volumes have realistic grids.
+
+- naive: five separate forwards at batch 1, then MONAI ``GradCAM`` called once per branch for each of the
+  five fold models (35 calls);
+- optimised: ``compute_saliency`` over the five models: one hooked forward + backward per fold serves all
+  seven branches and yields the ensemble probabilities too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from inference.config import load_config  # noqa: E402
+from inference.dataset import load_case  # noqa: E402
+from inference.manifest import read_manifest  # noqa: E402
+from inference.model import LiverLesionNet, multitask_loss  # noqa: E402
+from inference.phantoms import make_cohort  # noqa: E402
+from inference.prediction import Ensemble  # noqa: E402
+from inference.preprocess import preprocess_lesion  # noqa: E402
+from inference.saliency import compute_saliency, grad_cam_layer  # noqa: E402
+
+FOLDS = 5
+COHORT = ROOT / "var" / "bench" / "model_cohort"
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def lesions(count: int):
+    """(volumes, masks, diameter) of the first ``count`` lesions of the benchmark cohort."""
+    if not (COHORT / "manifest.csv").exists():
+        make_cohort(COHORT, lesions_per_class=1, seed=0)
+    found = []
+    for name, entry in sorted(read_manifest(COHORT).items()):
+        case = load_case(COHORT / name, entry)
+        for row in entry.lesions:
+            found.append((case.volumes, case.masks[row.name], row.diameter_mm))
+            if len(found) == count:
+                return found
+    return found
+
+
+def timed(function, repeat: int = 1) -> float:
+    """Median wall seconds of ``repeat`` calls."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+class SevenWay(torch.nn.Module):
+    """The seven-way head on a [B, 14, S, S, S] input, as MONAI GradCAM expects."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)[1]
+
+
+def measure_inference(config_name: str, count: int) -> dict:
+    from monai.visualize import GradCAM
+
+    config = load_config(config_name)
+    size = config.model.input_size
+    torch.manual_seed(0)
+    models = [LiverLesionNet(config.model).eval() for _ in range(FOLDS)]
+    ensemble = Ensemble(config, models, torch.device("cpu"))
+    cases = lesions(count)
+    patches = []
+    prep = []
+    for volumes, masks, diameter in cases:
+        prep.append(timed(lambda v=volumes, m=masks, d=diameter: patches.append(preprocess_lesion(v, m, d, size=size))))
+    layer = grad_cam_layer(models[0], size)
+
+    def naive(patch):
+        x = torch.from_numpy(patch.array[None])
+        with torch.inference_mode():
+            for model in models:
+                model(x)
+        flat = x.reshape(1, 14, size, size, size)
+        for model in models:
+            for branch in range(7):
+                GradCAM(SevenWay(model), f"model.branches.{branch}.{layer}", postprocessing=lambda t: t)(flat)
+
+    def optimised(patch, volumes, masks):
+        compute_saliency(models, patch, volumes, masks)
+
+    ensemble.predict(torch.from_numpy(patches[0].array[None]))  # warm-up
+    forward = [timed(lambda p=p: ensemble.predict(torch.from_numpy(p.array[None]))) for p in patches]
+    both = torch.from_numpy(np.stack([p.array for p in patches]))
+    batched = timed(lambda: ensemble.predict(both)) / len(patches)
+    optimised_s = [timed(lambda p=p, c=c: optimised(p, c[0], c[1])) for p, c in zip(patches, cases, strict=True)]
+    naive_s = [timed(lambda p=p: naive(p)) for p in patches[:1]]
+    return {
+        "config": config_name, "grad_cam_layer": layer, "lesions": len(patches),
+        "preprocess_s": statistics.median(prep),
+        "ensemble_forward_s_batch1": statistics.median(forward),
+        "ensemble_forward_s_per_lesion_batched": batched,
+        "optimised_prediction_and_saliency_s": statistics.median(optimised_s),
+        "optimised_total_s": statistics.median(prep) + statistics.median(optimised_s),
+        "naive_prediction_and_saliency_s": statistics.median(naive_s),
+        "speedup_naive_over_optimised": statistics.median(naive_s) / statistics.median(optimised_s),
+        "peak_rss_mb": peak_mb(),
+    }  # fmt: skip
+
+
+def measure_training(config_name: str, batch_size: int | None) -> dict:
+    config = load_config(config_name)
+    size, batch = config.model.input_size, batch_size or config.training.batch_size
+    torch.manual_seed(0)
+    model = LiverLesionNet(config.model).train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.training.learning_rate)
+    x = torch.rand(batch, 7, 2, size, size, size)
+    labels = torch.arange(batch) % 7
+
+    def step():
+        optimiser.zero_grad()
+        binary, seven = model(x)
+        multitask_loss(binary, seven, labels, config.training.binary_loss_weight).backward()
+        optimiser.step()
+
+    step()  # warm-up
+    seconds = timed(step, repeat=3)
+    return {"config": config_name, "batch_size": batch, "train_step_s": seconds,
+            "train_s_per_sample": seconds / batch, "peak_rss_mb": peak_mb()}  # fmt: skip
+
+
+def run_child(args: list[str]) -> dict:
+    output = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True)
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["cpu", "paper"])
+    parser.add_argument("--lesions", type=int, default=2)
+    parser.add_argument("--paper-train-batch", type=int, default=2, help="batch of the paper training step on CPU")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "model.json")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, config, value = args.child
+        result = measure_inference(config, int(value)) if kind == "inference" else measure_training(config, int(value))
+        print(json.dumps(result))
+        return
+    lesions(args.lesions)  # make the cohort once, outside the measured children
+    results = {
+        "device": "cpu", "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+        "cuda": torch.cuda.is_available(), "inference": [], "training": [],
+    }  # fmt: skip
+    for config in args.configs:
+        results["inference"].append(run_child(["inference", config, str(args.lesions)]))
+        batch = args.paper_train_batch if config == "paper" else 0
+        results["training"].append(run_child(["training", config, str(batch)]))
+        print(json.dumps(results["inference"][-1]), json.dumps(results["training"][-1]), sep="\n", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
