@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from inference.config import load_config  # noqa: E402
 from inference.dataset import load_case  # noqa: E402
 from inference.manifest import read_manifest  # noqa: E402
-from inference.model import LiverLesionNet, multitask_loss  # noqa: E402
+from inference.model import LiverLesionNet, SevenWayLogits, multitask_loss  # noqa: E402
 from inference.phantoms import make_cohort  # noqa: E402
 from inference.prediction import Ensemble  # noqa: E402
 from inference.preprocess import preprocess_lesion  # noqa: E402
@@ -73,17 +73,6 @@ def timed(function, repeat: int = 1) -> float:
     return statistics.median(times)
 
 
-class SevenWay(torch.nn.Module):
-    """The seven-way head on a [B, 14, S, S, S] input, as MONAI GradCAM expects."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x)[1]
-
-
 def measure_inference(config_name: str, count: int) -> dict:
     from monai.visualize import GradCAM
 
@@ -107,7 +96,7 @@ def measure_inference(config_name: str, count: int) -> dict:
         flat = x.reshape(1, 14, size, size, size)
         for model in models:
             for branch in range(7):
-                GradCAM(SevenWay(model), f"model.branches.{branch}.{layer}", postprocessing=lambda t: t)(flat)
+                GradCAM(SevenWayLogits(model), f"model.branches.{branch}.{layer}", postprocessing=lambda t: t)(flat)
 
     def optimised(patch, volumes, masks):
         compute_saliency(models, patch, volumes, masks)

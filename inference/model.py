@@ -149,3 +149,15 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 def select_device() -> torch.device:
     """The first visible CUDA device when there is one (CUDA_VISIBLE_DEVICES decides which), else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class SevenWayLogits(nn.Module):
+    """``model`` reduced to its seven-way logits [B, 7], for tools that expect a module with one output
+    (MONAI ``GradCAM``, used as the reference the one-pass saliency is tested and benchmarked against)."""
+
+    def __init__(self, model: LiverLesionNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)[1]

@@ -14,7 +14,7 @@ from inference.config import ModelConfig
 from inference.dataset import load_case
 from inference.domain import SEQUENCES
 from inference.manifest import read_manifest
-from inference.model import LiverLesionNet
+from inference.model import LiverLesionNet, SevenWayLogits
 from inference.nifti import Volume
 from inference.phantoms import make_cohort
 from inference.preprocess import preprocess_lesion
@@ -75,17 +75,6 @@ def lesion():
     return volumes, masks, preprocess_lesion(volumes, masks, 2 * RADIUS, size=SIZE)
 
 
-class SevenWay(torch.nn.Module):
-    """The seven-way head alone, on a [B, 14, S, S, S] input, as MONAI GradCAM expects."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x)[1]
-
-
 def test_layer_is_the_deepest_with_spatial_extent():
     assert grad_cam_layer(tiny_model(64)) == "layer4"  # 2³ map
     assert grad_cam_layer(tiny_model(32)) == "layer3"  # layer4 is 1³
@@ -102,7 +91,7 @@ def test_one_pass_equals_monai_grad_cam_per_branch(size, checked):
     x = torch.from_numpy(array.reshape(1, 14, size, size, size))
     assert np.count_nonzero(ours.cams.max(axis=(1, 2, 3)) > 0) >= 2
     for index in np.argsort(-ours.cams.max(axis=(1, 2, 3)), kind="stable")[:checked]:
-        cam = GradCAM(SevenWay(model), f"model.branches.{index}.{layer}", postprocessing=lambda t: t)
+        cam = GradCAM(SevenWayLogits(model), f"model.branches.{index}.{layer}", postprocessing=lambda t: t)
         reference = cam(x, class_idx=2)[0, 0].detach().numpy()
         np.testing.assert_allclose(ours.cams[index], reference, rtol=1e-4, atol=1e-6 * max(reference.max(), 1e-3))
     assert ours.cams.shape == (7, size, size, size)
