@@ -23,6 +23,7 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py make_demo
+	$(PY) manage.py train_model --data $(LIVERREAD_VAR)/demo_dataset --config cpu --name demo-cpu --activate --unless-active
 	@echo "Serving LiverRead at http://127.0.0.1:8000 (Ctrl-C stops it)"
 	$(PY) manage.py runserver 127.0.0.1:8000
 
@@ -35,8 +36,9 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 # The whole suite on the embedded default (SQLite), then every database test again
-# on the real PostgreSQL, with Redis as the broker where a test asks for it.
+# on the real PostgreSQL, with Redis as the broker where a test asks for it; the
+# tests that start a real Celery worker run in the PostgreSQL pass only.
 test: install test-tools lint
-	LIVERREAD_VAR=$(CURDIR)/var/test TEST_REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest
+	LIVERREAD_VAR=$(CURDIR)/var/test TEST_REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m "not worker"
 	LIVERREAD_VAR=$(CURDIR)/var/test TEST_REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL=$(TEST_DATABASE_URL) \
 		$(PY) -m pytest -m django_db

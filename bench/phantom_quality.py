@@ -8,6 +8,11 @@ The demo cohort (``make_cohort(DIR)``: 20 lesions per class, seed 0) and the eva
 prediction covers every lesion of the evaluation cohort. Prints wall times, seven-way accuracy with a Wilson
 95 % CI, two-way AUC (Mann-Whitney, binary head and summed seven-way malignant probability) with a DeLong
 95 % CI, and the confusion matrix.
+
+Saliency sanity (``--saliency-per-class N``, default 10): for the first N evaluation lesions of each class,
+the five-fold averaged saliency of the predicted class is mapped into every sequence's original grid; it
+reports the fraction of heat-map mass inside the lesion mask dilated by 5 mm (Σ heat over mask ⊕ 5 mm /
+Σ heat, per sequence, then averaged) and, for HCC, the mean sequence weights of LAP, PVP and DP against T2WI.
 """
 
 import argparse
@@ -22,9 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from inference.config import load_config  # noqa: E402
-from inference.domain import CLASSES, is_malignant  # noqa: E402
+from inference.dataset import load_case  # noqa: E402
+from inference.domain import CLASSES, SEQUENCES, is_malignant  # noqa: E402
+from inference.manifest import read_manifest  # noqa: E402
+from inference.nifti import Volume  # noqa: E402
 from inference.phantoms import make_cohort  # noqa: E402
-from inference.prediction import predict_dataset, write_predictions_csv  # noqa: E402
+from inference.prediction import Ensemble, predict_dataset, write_predictions_csv  # noqa: E402
+from inference.preprocess import preprocess_lesion  # noqa: E402
+from inference.saliency import compute_saliency  # noqa: E402
 from inference.training import train  # noqa: E402
 
 Z95 = 1.959963984540054
@@ -80,6 +90,47 @@ def report(records: list[dict]) -> None:
         )
 
 
+def mass_near_lesion(heat: np.ndarray, mask: Volume, margin_mm: float = 5.0) -> float:
+    """Σ heat inside the mask dilated by ``margin_mm`` (Euclidean, in mm on the voxel grid) / Σ heat."""
+    from scipy.ndimage import distance_transform_edt
+
+    near = distance_transform_edt(mask.data == 0, sampling=mask.spacing) <= margin_mm
+    total = float(heat.sum())
+    return float(heat[near].sum()) / total if total > 0 else float("nan")
+
+
+def saliency_sanity(run_dir: Path, evaluation: Path, per_class: int) -> None:
+    ensemble = Ensemble.load(run_dir, device="cpu")
+    size, taken = ensemble.config.model.input_size, [0] * len(CLASSES)
+    fractions, hcc_weights = [], []
+    for name, entry in sorted(read_manifest(evaluation).items()):
+        wanted = [row for row in entry.lesions if taken[row.label] < per_class]
+        if not wanted:
+            continue
+        case = load_case(evaluation / name, entry)
+        for row in wanted:
+            taken[row.label] += 1
+            masks = case.masks[row.name]
+            patch = preprocess_lesion(case.volumes, masks, row.diameter_mm, size=size)
+            saliency = compute_saliency(ensemble.models, patch, case.volumes, masks)
+            fractions += [mass_near_lesion(s.heatmap, masks[s.sequence]) for s in saliency.sequences]
+            if CLASSES[row.label] == "HCC":
+                hcc_weights.append([s.weight for s in saliency.sequences])
+    fractions = np.array(fractions)
+    print(f"saliency: {sum(taken)} lesions × 7 sequences, five-fold averaged maps")
+    print(
+        f"heat-map mass inside mask ⊕ 5 mm: mean {np.nanmean(fractions):.3f}, median {np.nanmedian(fractions):.3f}, "
+        f"≥ 0.70 in {np.mean(fractions >= 0.7):.0%} of maps"
+    )
+    weights = np.array(hcc_weights)
+    mean = dict(zip(SEQUENCES, weights.mean(axis=0), strict=True))
+    print("HCC mean sequence weights: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
+    t2 = weights[:, SEQUENCES.index("T2WI")]
+    for phase in ("LAP", "PVP", "DP"):
+        above = np.mean(weights[:, SEQUENCES.index(phase)] > t2)
+        print(f"HCC: {phase} weight > T2WI weight in {above:.0%} of {len(weights)} lesions")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     base = ROOT / "var" / "bench" / "phantom_quality"
@@ -89,23 +140,30 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=base / "runs", help="where the run folder is made")
     parser.add_argument("--cache-dir", type=Path, help="reuse preprocessed training patches (for tuning only)")
     parser.add_argument("--batch-size", type=int, default=8, help="prediction batch size")
+    parser.add_argument("--workers", type=int, default=2, help="preprocessing processes for prediction")
+    parser.add_argument("--saliency-per-class", type=int, default=10, help="lesions per class for saliency sanity")
+    parser.add_argument("--run", type=Path, help="evaluate this trained run folder instead of training a new one")
     args = parser.parse_args()
 
     demo, evaluation = cohort(args.demo), cohort(args.eval, lesions_per_class=50, seed=1)
     config = load_config(args.config)
     args.runs.mkdir(parents=True, exist_ok=True)
-    run_dir = args.runs / f"{config.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = args.run or args.runs / f"{config.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     started = time.perf_counter()
-    train(config, demo, run_dir, cache_dir=args.cache_dir)
+    if args.run is None:
+        train(config, demo, run_dir, cache_dir=args.cache_dir)
     trained = time.perf_counter() - started
     started = time.perf_counter()
-    records = predict_dataset(run_dir, evaluation, batch_size=args.batch_size, progress=True)
+    records = predict_dataset(run_dir, evaluation, batch_size=args.batch_size, workers=args.workers, progress=True)
     predicted = time.perf_counter() - started
     write_predictions_csv(records, run_dir.parent / f"{run_dir.name}-eval.csv")
     print(f"run: {run_dir}")
-    print(f"training wall time: {trained:.0f} s ({config.training.folds} folds × {config.training.epochs} epochs)")
+    if args.run is None:
+        print(f"training wall time: {trained:.0f} s ({config.training.folds} folds × {config.training.epochs} epochs)")
     print(f"prediction wall time: {predicted:.0f} s for {len(records)} lesions (preprocessing included)")
     report(records)
+    if args.saliency_per_class:
+        saliency_sanity(run_dir, evaluation, args.saliency_per_class)
 
 
 if __name__ == "__main__":

@@ -40,12 +40,14 @@ BRANCH_BASE_FEATURES = 512
 """Feature size of a full-width ResNet-18 branch; scaled by ``widen_factor``."""
 
 
-def build_branch(widen_factor: float) -> nn.Module:
-    """One 3D ResNet-18 with a stride-2 stem: [B, 2, S, S, S] → pooled features [B, int(512·w)]."""
+def build_branch(widen_factor: float, stem_kernel: int = 7) -> nn.Module:
+    """One 3D ResNet-18 with a stride-2 stem of edge ``stem_kernel``: [B, 2, S, S, S] → pooled features
+    [B, int(512·w)]."""
     return resnet18(
         spatial_dims=3,
         n_input_channels=CHANNELS_PER_SEQUENCE,
         feed_forward=False,
+        conv1_t_size=stem_kernel,
         conv1_t_stride=2,
         widen_factor=widen_factor,
     )
@@ -75,7 +77,7 @@ class LiverLesionNet(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.branches = nn.ModuleList(build_branch(config.widen_factor) for _ in SEQUENCES)
+        self.branches = nn.ModuleList(build_branch(config.widen_factor, config.stem_kernel) for _ in SEQUENCES)
         self.feature_size = int(BRANCH_BASE_FEATURES * config.widen_factor)
         all_features = len(SEQUENCES) * self.feature_size
         self.binary_head = build_head(

@@ -74,10 +74,14 @@ class Ensemble:
         self.config, self.models, self.device = config, models, device
 
     @classmethod
-    def load(cls, run_dir: Path, device: str | torch.device | None = None) -> Ensemble:
-        """Verify ``run_dir`` (``verify_run``) and load ``fold-1.pt`` … ``fold-K.pt`` (weights only)."""
+    def load(cls, run_dir: Path, device: str | torch.device | None = None, *,
+             expected: dict[str, str] | None = None) -> Ensemble:  # fmt: skip
+        """Verify ``run_dir`` (``verify_run``; with ``expected``, its manifest must list exactly those
+        {file: SHA-256}) and load ``fold-1.pt`` … ``fold-K.pt`` (weights only)."""
         run_dir = Path(run_dir)
         listed = verify_run(run_dir)
+        if expected is not None and listed != expected:
+            raise ValueError(f"{run_dir / RUN_MANIFEST}: lists other files than expected (the run was replaced)")
         device = torch.device(device) if device is not None else select_device()
         config = load_config(run_dir / "config.json")
         models = []

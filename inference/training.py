@@ -72,6 +72,13 @@ class Lesion:
         return f"{self.case}/{self.lesion}"
 
 
+def development_lesions(entries: dict[str, CaseEntry]) -> list[Lesion]:
+    """Lesions of the development split, sorted by case then lesion name."""
+    rows = sorted((entry.name, row.name, entry.patient, row.label, row.diameter_mm)
+                  for entry in entries.values() for row in entry.lesions if row.split == SPLITS[0])  # fmt: skip
+    return [Lesion(i, *row) for i, row in enumerate(rows)]
+
+
 # --- folds ------------------------------------------------------------------------------------------------
 
 
@@ -231,15 +238,15 @@ def _seed(*entropy: int) -> int:
     return int(np.random.SeedSequence(list(entropy)).generate_state(1, np.uint64)[0] >> 1)
 
 
+def _cpu_copy(model: torch.nn.Module) -> dict:
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+
+
 def _save(payload: dict, path: Path) -> None:
     """torch.save to a temporary name, then rename: a crash leaves the old file or the new one."""
     partial = path.with_name(f".{path.name}")
     torch.save(payload, partial)
     os.replace(partial, path)
-
-
-def _cpu_copy(state: dict) -> dict:
-    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
 
 def evaluate(model: LiverLesionNet, cache: PatchCache, lesions: list[Lesion], config: Config,
@@ -315,9 +322,9 @@ def train_fold(fold: int, train_set: list[Lesion], val_set: list[Lesion], cache:
         record["seconds"] = round(time.perf_counter() - started, 2)
         score = [record["val_accuracy_seven"], -record["val_loss"]]
         if state["best_model"] is None or score > state["best_score"]:
-            state |= {"best_model": _cpu_copy(model.state_dict()), "best_epoch": epoch + 1, "best_score": score}
+            state |= {"best_model": _cpu_copy(model), "best_epoch": epoch + 1, "best_score": score}
         state |= {"epoch": epoch + 1, "history": [*state["history"], record]}
-        state |= {"model": _cpu_copy(model.state_dict()), "optimizer": optimizer.state_dict()}
+        state |= {"model": _cpu_copy(model), "optimizer": optimizer.state_dict()}
         _save(state, state_path)
         epochs.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{record['val_accuracy_seven']:.2f}")
         if callback is not None:
@@ -326,13 +333,6 @@ def train_fold(fold: int, train_set: list[Lesion], val_set: list[Lesion], cache:
 
 
 # --- the run ----------------------------------------------------------------------------------------------
-
-
-def development_lesions(entries: dict[str, CaseEntry]) -> list[Lesion]:
-    """Lesions of the development split, sorted by case then lesion name."""
-    rows = sorted((entry.name, row.name, entry.patient, row.label, row.diameter_mm)
-                  for entry in entries.values() for row in entry.lesions if row.split == SPLITS[0])  # fmt: skip
-    return [Lesion(i, *row) for i, row in enumerate(rows)]
 
 
 def _write_json(data, path: Path) -> None:

@@ -4,7 +4,8 @@ Variables: DATABASE_URL (PostgreSQL via psycopg 3, e.g.
 ``postgres://user@host:5432/liverread``), CELERY_BROKER_URL (Redis), MEDIA_ROOT,
 SECRET_KEY, DEBUG, ALLOWED_HOSTS (comma-separated), PSEUDONYM_KEY (the key of
 the keyed hash that turns patient ids into pseudonyms), LIVERREAD_VAR (where the
-embedded default keeps its state). With none set: SQLite, Celery eager and media
+embedded default keeps its state), CELERY_VISIBILITY_TIMEOUT and the PREDICTION_*
+/ TRAINING_* timings below. With none set: SQLite, Celery eager and media
 under ``var/``; generated secrets are kept in ``var/`` and never committed.
 """
 
@@ -53,6 +54,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "readerstudy.cases",
     "readerstudy.studies",
+    "readerstudy.predictions",
 ]
 
 MIDDLEWARE = [
@@ -132,6 +134,26 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_TIMEOUT = 5
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "readerstudy.predictions.tasks.predict_batch": {"queue": "inference"},
+    "readerstudy.predictions.tasks.train_model": {"queue": "inference"},
+}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a worker holds one batch; the rest stay in Redis for other workers
+# An unacknowledged prediction batch goes back to the queue after this many seconds (its worker died).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))}
+CELERY_BEAT_SCHEDULE = {
+    "sweep-predictions": {"task": "readerstudy.predictions.tasks.sweep_predictions", "schedule": 300.0}
+}
+
+# Predictions (readerstudy.predictions): lesions per message; a claim's lease (must stay below the
+# visibility timeout so that a redelivered batch finds it expired); re-send a queued row after this long;
+# give up after this many claims; a training run silent this long is re-sent (it resumes).
+PREDICTION_BATCH_SIZE = int(os.environ.get("PREDICTION_BATCH_SIZE", "8"))
+PREDICTION_LEASE_SECONDS = int(os.environ.get("PREDICTION_LEASE_SECONDS", "1800"))
+PREDICTION_RESEND_SECONDS = int(os.environ.get("PREDICTION_RESEND_SECONDS", "3600"))
+PREDICTION_MAX_ATTEMPTS = 3
+TRAINING_STALE_SECONDS = int(os.environ.get("TRAINING_STALE_SECONDS", "1800"))
 
 LOGGING = {
     "version": 1,

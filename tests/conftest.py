@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated media folder and a small, valid dataset to break."""
+"""Shared fixtures: an isolated media folder, a small, valid dataset to break, and the tiny trained run with
+the phantom cohort it was trained on."""
 
 import csv
 from pathlib import Path
@@ -85,3 +86,37 @@ class DatasetBuilder:
 def dataset(tmp_path) -> DatasetBuilder:
     """A builder for a small dataset under ``tmp_path/dataset``."""
     return DatasetBuilder(tmp_path / "dataset")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """The tiny run of ``test_training`` (trained once per session)."""
+    from test_training import tiny_run
+
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def phantom_cohort(trained_run, tmp_path_factory) -> Path:
+    """The 14-lesion phantom cohort ``trained_run`` was trained on."""
+    from test_training import tiny_cohort
+
+    return tiny_cohort(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def phantom_subset(phantom_cohort, tmp_path_factory) -> Path:
+    """The first three cases of ``phantom_cohort`` (a dataset of its own): fewer lesions to predict."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("subset") / "data"
+    with (phantom_cohort / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    cases = sorted({row["case"] for row in rows})[:3]
+    for case in cases:
+        shutil.copytree(phantom_cohort / case, folder / case)
+    with (folder / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(row for row in rows if row["case"] in cases)
+    return folder

@@ -29,24 +29,29 @@ def compose() -> dict:
     return yaml.safe_load(result.stdout)
 
 
-def test_compose_has_web_worker_database_and_broker_with_health_checks(compose):
+def test_compose_has_web_workers_database_and_broker_with_health_checks(compose):
     services = compose["services"]
-    assert set(services) == {"web", "worker", "db", "redis"}
+    assert set(services) == {"web", "worker", "scheduler", "db", "redis"}
     for name, service in services.items():
         assert service["healthcheck"]["test"], name
     assert "gunicorn readerstudy.wsgi" in services["web"]["command"]
-    assert services["worker"]["command"].startswith("celery -A readerstudy worker")
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "scheduler"):
         assert services[name]["depends_on"] == {
             "db": {"condition": "service_healthy"},
             "redis": {"condition": "service_healthy"},
         }
 
 
-def test_web_and_worker_share_media_and_configuration(compose):
-    web, worker = compose["services"]["web"], compose["services"]["worker"]
-    assert web["volumes"] == worker["volumes"] == ["media:/srv/media:rw"]
-    for service in (web, worker):
+def test_the_gpu_worker_consumes_only_the_inference_queue_one_task_at_a_time(compose):
+    worker, scheduler = compose["services"]["worker"]["command"], compose["services"]["scheduler"]["command"]
+    assert worker.startswith("celery -A readerstudy worker --queues inference --concurrency 1")
+    assert scheduler.startswith("celery -A readerstudy worker --beat --queues default")
+
+
+def test_web_and_workers_share_media_and_configuration(compose):
+    services = [compose["services"][name] for name in ("web", "worker", "scheduler")]
+    assert all(service["volumes"] == ["media:/srv/media:rw"] for service in services)
+    for service in services:
         env = service["environment"]
         assert env["DATABASE_URL"] == "postgres://liverread:pw@db:5432/liverread"
         assert env["CELERY_BROKER_URL"] == "redis://redis:6379/0"
@@ -57,7 +62,7 @@ def test_web_and_worker_share_media_and_configuration(compose):
 def test_worker_reserves_a_gpu(compose):
     devices = compose["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
-    assert "deploy" not in compose["services"]["web"]
+    assert "deploy" not in compose["services"]["web"] and "deploy" not in compose["services"]["scheduler"]
 
 
 @pytest.mark.parametrize("missing", sorted(SECRETS))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_training import one_thread, tiny_cohort, tiny_run  # noqa: F401 (one_thread: autouse fixture)
+from test_training import one_thread  # noqa: F401 (one_thread: autouse fixture)
 
 from inference.dataset import load_case
 from inference.domain import CLASSES
@@ -18,18 +18,8 @@ from inference.preprocess import preprocess_lesion
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def data(run, tmp_path_factory) -> Path:
-    return tiny_cohort(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def ensemble(run) -> Ensemble:
-    return Ensemble.load(run, device="cpu")
+def ensemble(trained_run) -> Ensemble:
+    return Ensemble.load(trained_run, device="cpu")
 
 
 def test_the_ensemble_is_the_runs_fold_models_in_eval_mode(ensemble):
@@ -56,8 +46,8 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", ["fold-2.pt", "config.json", "metrics.json"])
-def test_a_tampered_file_is_refused_by_name(run, tmp_path, name):
-    copy = copy_of(run, tmp_path)
+def test_a_tampered_file_is_refused_by_name(trained_run, tmp_path, name):
+    copy = copy_of(trained_run, tmp_path)
     content = bytearray((copy / name).read_bytes())
     content[len(content) // 2] ^= 1
     (copy / name).write_bytes(bytes(content))
@@ -65,8 +55,8 @@ def test_a_tampered_file_is_refused_by_name(run, tmp_path, name):
         Ensemble.load(copy, device="cpu")
 
 
-def test_a_missing_file_or_manifest_is_refused_by_name(run, tmp_path):
-    copy = copy_of(run, tmp_path)
+def test_a_missing_file_or_manifest_is_refused_by_name(trained_run, tmp_path):
+    copy = copy_of(trained_run, tmp_path)
     (copy / "fold-1.pt").unlink()
     with pytest.raises(ValueError, match="fold-1.pt: listed in manifest.json but missing"):
         Ensemble.load(copy, device="cpu")
@@ -76,7 +66,7 @@ def test_a_missing_file_or_manifest_is_refused_by_name(run, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def development(run, data) -> tuple[list[dict], list[int]]:
+def development(trained_run, phantom_cohort) -> tuple[list[dict], list[int]]:
     """predict_dataset on the development split with batch_size 2: (records, sizes of the batches predicted)."""
     batches, predict = [], Ensemble.predict
 
@@ -86,12 +76,13 @@ def development(run, data) -> tuple[list[dict], list[int]]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Ensemble, "predict", spy)
-        return predict_dataset(run, data, batch_size=2, split="development", device="cpu"), batches
+        return predict_dataset(trained_run, phantom_cohort, batch_size=2, split="development", device="cpu"), batches
 
 
-def test_predict_dataset_batches_lesions_and_reports_both_tasks(data, development):
+def test_predict_dataset_batches_lesions_and_reports_both_tasks(phantom_cohort, development):
     records, batches = development
-    rows = [(e.name, r.name) for e in read_manifest(data).values() for r in e.lesions if r.split == "development"]
+    entries = read_manifest(phantom_cohort).values()
+    rows = [(e.name, r.name) for e in entries for r in e.lesions if r.split == "development"]
     assert [(r["case"], r["lesion"]) for r in records] == sorted(rows)
     assert batches == [2] * (len(rows) // 2) + [1] * (len(rows) % 2)  # 7 lesions today: the last batch has one
     for record in records:
@@ -103,23 +94,23 @@ def test_predict_dataset_batches_lesions_and_reports_both_tasks(data, developmen
         assert 0 <= record["p_malignant"] <= 1 and record["predicted_malignant"] == (record["p_malignant"] >= 0.5)
 
 
-def test_a_dataset_lesion_equals_its_patch_predicted_alone(data, ensemble, development):
+def test_a_dataset_lesion_equals_its_patch_predicted_alone(phantom_cohort, ensemble, development):
     first = development[0][0]
-    entry = read_manifest(data)[first["case"]]
+    entry = read_manifest(phantom_cohort)[first["case"]]
     row = next(r for r in entry.lesions if r.name == first["lesion"])
-    case = load_case(data / entry.name, entry)
+    case = load_case(phantom_cohort / entry.name, entry)
     patch = preprocess_lesion(case.volumes, case.masks[row.name], row.diameter_mm, size=16)
     binary, seven = ensemble.predict(torch.from_numpy(patch.array)[None])
     assert np.allclose(first["p_seven"], seven[0].numpy(), atol=1e-5)
     assert first["p_malignant"] == pytest.approx(float(binary[0, 1]), abs=1e-5)
 
 
-def test_an_unreadable_case_gives_an_error_record_and_the_rest_are_predicted(run, data, tmp_path):
-    broken = Path(shutil.copytree(data, tmp_path / "data"))
+def test_an_unreadable_case_gives_an_error_record_and_the_rest_are_predicted(trained_run, phantom_cohort, tmp_path):
+    broken = Path(shutil.copytree(phantom_cohort, tmp_path / "data"))
     records = read_manifest(broken)
     victim = sorted(e.name for e in records.values() if any(r.split == "test" for r in e.lesions))[0]
     (broken / victim / "ADC.nii.gz").unlink()
-    predictions = predict_dataset(run, broken, batch_size=4, split="test", device="cpu")
+    predictions = predict_dataset(trained_run, broken, batch_size=4, split="test", device="cpu")
     failed = [r for r in predictions if r["error"]]
     assert {r["case"] for r in failed} == {victim} and "missing sequence ADC" in failed[0]["error"]
     assert failed[0]["p_seven"] is None and all(r["p_seven"] for r in predictions if not r["error"])

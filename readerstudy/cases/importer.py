@@ -4,6 +4,7 @@ The layout and its checks are ``inference.dataset``'s (README "Dataset layout").
 Every file is checked before anything is written; stored files are rewritten
 with clean headers under random names; the database rows of a case are created
 in one transaction, and files written for a case that then fails are removed.
+Each imported case then sends ``case_imported`` (the predictions app queues it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from inference.manifest import read_manifest
 from inference.nifti import Volume, write_volume
 from readerstudy.cases.anonymise import patient_key, stored_volume_name
 from readerstudy.cases.models import Case, Lesion, LesionMask, Patient, SequenceVolume
+from readerstudy.cases.signals import case_imported
 
 
 @dataclass
@@ -67,12 +69,13 @@ def import_dataset(dataset_dir: Path, *, dataset: str | None = None, progress: b
             if _already_imported(dataset, loaded):
                 report.skipped.append(name)
                 continue
-            store_case(dataset, loaded)
+            case = store_case(dataset, loaded)
         except CaseRejected as exc:
             report.rejected[name] = exc.problems
         else:
             report.imported.append(name)
             report.lesions += len(entry.lesions)
+            case_imported.send(sender=Case, case=case)
     return report
 
 
