@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "var" / "bench" / "phantom_quality" / "demo")
     parser.add_argument("--predictions", type=int, default=500)
     parser.add_argument("--latency", type=int, default=5, help="single-case imports to time")
+    parser.add_argument("--cases", type=int, help="use only the first N cases of --data")
     args = parser.parse_args()
     if (args.run is None) == (args.untrained is None):
         parser.error("give --run or --untrained")
@@ -94,6 +95,7 @@ def main() -> None:
     import redis
     from django.core.management import call_command
 
+    from inference.dataset import copy_first_cases
     from readerstudy.cases.importer import import_dataset
     from readerstudy.cases.models import Lesion
     from readerstudy.predictions.dispatch import enqueue_predictions
@@ -102,6 +104,8 @@ def main() -> None:
 
     redis.Redis.from_url(REDIS_URL).flushdb()
     call_command("migrate", verbosity=0)
+    if args.cases:
+        args.data = copy_first_cases(args.data, args.cases, scratch / "data")
     started = time.perf_counter()
     import_dataset(args.data, dataset="bench")
     print(f"imported {Lesion.objects.count()} lesions in {time.perf_counter() - started:.0f} s")
@@ -122,14 +126,14 @@ def main() -> None:
             samples.append((time.perf_counter(), Prediction.objects.filter(status="done").count() + base[0],
                             rss_mb(pool_pid(worker.pid))))  # fmt: skip
 
-    base = [0]
+    base = [0]  # predictions done in rounds whose rows were deleted
     try:
         time.sleep(5)
         threading.Thread(target=sample, daemon=True).start()
         lesions, rounds = Lesion.objects.count(), []
-        while base[0] < args.predictions:
+        while len(rounds) * lesions < args.predictions:
             started = time.perf_counter()
-            if base[0] == 0:
+            if not rounds:
                 activate(version)
             else:
                 enqueue_predictions(version)
@@ -137,12 +141,12 @@ def main() -> None:
                 time.sleep(0.5)
             rounds.append((lesions, time.perf_counter() - started))
             failed = Prediction.objects.filter(status="failed").count()
-            base[0] += lesions
             print(f"round {len(rounds)}: {lesions} predictions ({failed} failed) in {rounds[-1][1]:.0f} s "
                   f"= {60 * lesions / rounds[-1][1]:.1f} lesions/min", flush=True)  # fmt: skip
-            if base[0] < args.predictions:
+            if len(rounds) * lesions < args.predictions:
                 Saliency.objects.all().delete()  # benchmark only: make room for the next round
                 Prediction.objects.all().delete()
+                base[0] += lesions
                 shutil.rmtree(scratch / "media" / "saliency", ignore_errors=True)
         first = rounds[0]
         print(f"throughput, first round (model loading included): {60 * first[0] / first[1]:.1f} lesions/min")
@@ -151,12 +155,7 @@ def main() -> None:
             print(f"throughput, later rounds: {60 * later[0] / later[1]:.1f} lesions/min")
         latencies = []
         for i in range(args.latency):
-            case = next(p for p in sorted(args.data.iterdir()) if p.is_dir())
-            single = scratch / f"latency-{i}"
-            shutil.copytree(case, single / case.name)
-            with (args.data / "manifest.csv").open() as manifest:
-                header, *rows = manifest.read().splitlines()
-            (single / "manifest.csv").write_text("\n".join([header, *[r for r in rows if f",{case.name}," in r]]))
+            single = copy_first_cases(args.data, 1, scratch / f"latency-{i}")
             started = time.perf_counter()
             import_dataset(single, dataset=f"latency-{i}")
             imported = time.perf_counter() - started

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inference.dataset import copy_first_cases
 from inference.domain import SEQUENCES
 from inference.manifest import COLUMNS
 from inference.nifti import write_volume
@@ -107,16 +108,4 @@ def phantom_cohort(trained_run, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def phantom_subset(phantom_cohort, tmp_path_factory) -> Path:
     """The first three cases of ``phantom_cohort`` (a dataset of its own): fewer lesions to predict."""
-    import shutil
-
-    folder = tmp_path_factory.mktemp("subset") / "data"
-    with (phantom_cohort / "manifest.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    cases = sorted({row["case"] for row in rows})[:3]
-    for case in cases:
-        shutil.copytree(phantom_cohort / case, folder / case)
-    with (folder / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(row for row in rows if row["case"] in cases)
-    return folder
+    return copy_first_cases(phantom_cohort, 3, tmp_path_factory.mktemp("subset") / "data")
