@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnreachable
+from tqdm import tqdm
 
 from readerstudy.cases.models import Case, Lesion
 from readerstudy.predictions.models import ModelVersion, Prediction, TrainingRun
@@ -51,7 +52,9 @@ def dispatch(prediction_ids: list[int]) -> int:
     """Send ``prediction_ids`` in batches of PREDICTION_BATCH_SIZE; returns how many batches were sent. A batch
     the broker refuses stays queued with the reason (in eager mode the batch runs here and now)."""
     size, sent = settings.PREDICTION_BATCH_SIZE, 0
-    for start in range(0, len(prediction_ids), size):
+    eager = settings.CELERY_TASK_ALWAYS_EAGER and len(prediction_ids) > size  # show progress when it runs here
+    starts = range(0, len(prediction_ids), size)
+    for start in tqdm(starts, desc="predicting", unit="batch", disable=not eager):
         batch = prediction_ids[start : start + size]
         rows = Prediction.objects.filter(pk__in=batch, status=Prediction.Status.QUEUED)
         try:
