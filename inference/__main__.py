@@ -1,6 +1,8 @@
 """Command line of the ``inference`` package: ``python -m inference COMMAND ...``.
 
-Commands are subparsers; each module adds its own with an ``_add_<command>`` function here.
+Commands are subparsers, each added by an ``_add_<command>`` function here. A handler returns the exit status;
+the errors it expects from bad input (a missing or malformed file, an unknown case) reach ``main``, which
+prints them as ``error: …`` and exits with status 2.
 """
 
 from __future__ import annotations
@@ -16,19 +18,15 @@ from pathlib import Path
 def _phantoms(args: argparse.Namespace) -> int:
     from inference.phantoms import make_cohort
 
-    try:
-        manifest = make_cohort(
-            args.out_dir,
-            lesions_per_class=args.lesions_per_class,
-            seed=args.seed,
-            test_fraction=args.test_fraction,
-            atypical_fraction=args.atypical_fraction,
-            matrix_scale=args.matrix_scale,
-            progress=not args.quiet,
-        )
-    except (FileExistsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    manifest = make_cohort(
+        args.out_dir,
+        lesions_per_class=args.lesions_per_class,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        atypical_fraction=args.atypical_fraction,
+        matrix_scale=args.matrix_scale,
+        progress=not args.quiet,
+    )
     with manifest.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     splits = Counter(row["split"] for row in rows)
@@ -70,12 +68,8 @@ def _train(args: argparse.Namespace) -> int:
     from inference.training import train
 
     run_dir = args.run_dir or Path("runs") / f"{args.config}-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        config = load_config(args.config)
-        train(config, args.data, run_dir, device=args.device, progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config)
+    train(config, args.data, run_dir, device=args.device, progress=not args.quiet)
     print(f"Trained {config.training.folds} fold models into {run_dir}")
     return 0
 
@@ -102,14 +96,10 @@ def _add_train(commands) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from inference.prediction import predict_dataset, write_predictions_csv
 
-    try:
-        records = predict_dataset(
-            args.run_dir, args.data, batch_size=args.batch_size, split=args.split, device=args.device,
-            progress=not args.quiet,
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    records = predict_dataset(
+        args.run_dir, args.data, batch_size=args.batch_size, split=args.split, device=args.device,
+        progress=not args.quiet,
+    )  # fmt: skip
     out = write_predictions_csv(records, args.out)
     failed = sum(1 for record in records if record["error"])
     print(f"Predicted {len(records) - failed} lesion(s) into {out}" + (f"; {failed} failed" if failed else ""))
@@ -140,17 +130,15 @@ def _saliency(args: argparse.Namespace) -> int:
     from inference.preprocess import preprocess_lesion
     from inference.saliency import compute_saliency, save_saliency
 
-    try:
-        ensemble = Ensemble.load(args.run_dir, args.device)
-        entry = read_manifest(args.data)[args.case]
-        row = next(row for row in entry.lesions if row.name == args.lesion)
-        case = load_case(args.data / args.case, entry)
-        masks = case.masks[args.lesion]
-        patch = preprocess_lesion(case.volumes, masks, row.diameter_mm, size=ensemble.config.model.input_size)
-        saliency = compute_saliency(ensemble.models, patch, case.volumes, masks)
-    except (ValueError, KeyError, StopIteration, FileNotFoundError) as exc:
-        print(f"error: {args.case}/{args.lesion}: {exc!r}", file=sys.stderr)
-        return 2
+    ensemble = Ensemble.load(args.run_dir, args.device)
+    entry = read_manifest(args.data).get(args.case)
+    row = next((row for row in entry.lesions if row.name == args.lesion), None) if entry else None
+    if row is None:
+        raise ValueError(f"{args.data / 'manifest.csv'}: no lesion {args.case}/{args.lesion}")
+    case = load_case(args.data / args.case, entry)
+    masks = case.masks[args.lesion]
+    patch = preprocess_lesion(case.volumes, masks, row.diameter_mm, size=ensemble.config.model.input_size)
+    saliency = compute_saliency(ensemble.models, patch, case.volumes, masks)
     paths = save_saliency(saliency, case.volumes, args.out)
     print(f"Saliency of {args.case}/{args.lesion} written to {args.out} (panel: {paths['panel']})")
     return 0
@@ -180,7 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     _add_predict(commands)
     _add_saliency(commands)
     args = parser.parse_args(argv)
-    return args.handler(args)
+    from inference.dataset import CaseRejected
+
+    try:
+        return args.handler(args)
+    except (ValueError, OSError, CaseRejected) as exc:  # ManifestError and VolumeError are ValueErrors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

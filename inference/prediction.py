@@ -35,6 +35,9 @@ from inference.model import MALIGNANT_INDICES, LiverLesionNet, select_device
 from inference.preprocess import preprocess_lesion
 from inference.training import RUN_MANIFEST, process_pool
 
+MALIGNANT_THRESHOLD = 0.5
+"""A lesion is predicted malignant when p_malignant (binary head) ≥ this."""
+
 CSV_COLUMNS = (
     "case", "lesion", "patient", "split", "label", "predicted", "predicted_malignant", "p_malignant",
     "p_malignant_seven", *(f"p_{name}" for name in CLASSES), "error",
@@ -156,7 +159,7 @@ def _fill(records: list[dict], binary: Tensor, seven: Tensor) -> None:
             "p_seven": s,
             "predicted": CLASSES[int(np.argmax(s))],
             "p_malignant": b[1],
-            "predicted_malignant": b[1] >= 0.5,
+            "predicted_malignant": b[1] >= MALIGNANT_THRESHOLD,
             "p_malignant_seven": sum(s[i] for i in MALIGNANT_INDICES),
         }
 

@@ -124,3 +124,18 @@ def test_an_unreadable_case_gives_an_error_record_and_the_rest_are_predicted(tra
         else:
             assert float(row["p_malignant"]) == pytest.approx(record["p_malignant"], abs=1e-6)
             assert sum(float(row[f"p_{name}"]) for name in CLASSES) == pytest.approx(1, abs=1e-4)
+
+
+def test_the_command_line_names_bad_input_and_exits_with_status_2(trained_run, phantom_cohort, tmp_path, capsys):
+    from inference.__main__ import main
+
+    copy = copy_of(trained_run, tmp_path)
+    (copy / "fold-1.pt").write_bytes(b"altered")
+    assert main(["predict", str(copy), "--data", str(phantom_cohort), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "fold-1.pt: SHA-256 differs" in capsys.readouterr().err
+    arguments = ["--data", str(phantom_cohort), "--case", "C9999", "--lesion", "L1", "--out", str(tmp_path / "s")]
+    assert main(["saliency", str(trained_run), *arguments]) == 2
+    assert "no lesion C9999/L1" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "manifest.csv" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "s").exists()

@@ -85,7 +85,7 @@ def test_the_same_run_or_name_cannot_be_registered_twice(trained_run, media, tmp
 # --- predicting -------------------------------------------------------------------------------------------
 
 
-def test_activation_predicts_every_lesion_with_saliency_on_each_sequence_grid(trained_run, imported):
+def test_activation_predicts_every_lesion_with_saliency_on_each_sequence_grid(trained_run, imported, media):
     version = register_run(trained_run, name="tiny")
 
     assert activate(version) == imported
@@ -101,7 +101,6 @@ def test_activation_predicts_every_lesion_with_saliency_on_each_sequence_grid(tr
     saliencies = list(prediction.saliencies.all())
     assert [s.sequence for s in saliencies] == ["T2WI", "DWI", "ADC", "T1WI", "LAP", "PVP", "DP"]
     assert np.isclose(sum(s.weight for s in saliencies), 1.0)
-    media = Path(prediction.lesion.case.volumes.get(sequence="LAP").file.storage.location)
     for saliency in saliencies:
         heat = load_volume(media / saliency.heatmap.name)
         volume = prediction.lesion.case.volumes.get(sequence=saliency.sequence)
@@ -141,6 +140,23 @@ def test_a_failing_lesion_is_marked_failed_with_the_error_and_the_others_complet
     failed = Prediction.objects.get(lesion=broken)
     assert failed.status == "failed" and "PVP mask" in failed.error and failed.probabilities is None
     assert Prediction.objects.filter(status="done").count() == imported - 1
+
+
+def test_a_study_admin_filters_predictions_training_runs_and_versions_by_status(trained_run, imported, media, client):
+    from django.contrib.auth import get_user_model
+
+    broken = Lesion.objects.order_by("pk")[0]
+    (media / broken.masks.get(sequence="DWI").file.name).write_bytes(b"broken")
+    activate(register_run(trained_run, name="tiny"))
+    client.force_login(get_user_model().objects.create_superuser("admin1", password="x"))
+
+    page = client.get("/admin/predictions/prediction/?status__exact=failed").content.decode()
+    assert "1 prediction" in page and broken.public_id in page
+    page = client.get("/admin/predictions/prediction/?status__exact=done").content.decode()
+    assert f"{imported - 1} predictions" in page and broken.public_id not in page
+    assert "1 model version" in client.get("/admin/predictions/modelversion/?is_active__exact=1").content.decode()
+    assert "0 training runs" in client.get("/admin/predictions/trainingrun/?status__exact=running").content.decode()
+    assert client.get("/admin/predictions/prediction/add/").status_code == 403
 
 
 def test_an_imported_case_is_predicted_by_the_active_version(trained_run, phantom_subset, media):
@@ -245,6 +261,21 @@ def test_train_model_trains_registers_activates_and_predicts(phantom_cohort, imp
 
     call_command("train_model", "--data", str(phantom_cohort), "--unless-active", verbosity=0)
     assert TrainingRun.objects.count() == 1 and "trained is active" in capsys.readouterr().out
+
+
+def test_the_sweep_resumes_a_training_run_whose_worker_went_silent(phantom_cohort, media, tmp_path, settings):
+    tiny_config(tmp_path)
+    config_path = next(tmp_path.glob("tiny-*.json"))
+    silent = timezone.now() - timedelta(seconds=settings.TRAINING_STALE_SECONDS + 60)
+    run = TrainingRun.objects.create(config_name=str(config_path), data_dir=str(phantom_cohort),
+                                     run_dir=str(media / "training" / "resumed"), epochs_total=4,
+                                     status="running", heartbeat=silent)  # fmt: skip
+
+    assert sweep()["training_runs"] == 1
+
+    run.refresh_from_db()
+    assert run.status == "done" and run.epochs_done == 4 and run.model_version.name == "resumed"
+    assert sweep()["training_runs"] == 0
 
 
 def test_train_model_names_a_bad_dataset_folder(tmp_path, media):

@@ -19,7 +19,7 @@ import redis
 from django.db import connection
 
 from readerstudy.cases.models import Lesion
-from readerstudy.predictions.models import ModelVersion, Prediction, Saliency
+from readerstudy.predictions.models import ModelVersion, Prediction, Saliency, TrainingRun
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -179,3 +179,24 @@ def test_an_import_during_a_redis_outage_succeeds_and_its_predictions_complete_l
     assert f"re-sent {lesions} prediction(s)" in manage(env, "sweep_predictions")
     wait_for(lambda: done() == lesions, what="the swept predictions", log=worker.log)
     assert Prediction.objects.filter(error="").count() == lesions
+
+
+def test_train_model_trains_on_the_worker_while_the_command_follows_it(
+    env, phantom_cohort, phantom_subset, start_worker, tmp_path
+):
+    from test_training import tiny_config
+
+    tiny_config(tmp_path)
+    config_path = next(tmp_path.glob("tiny-*.json"))
+    manage(env, "import_dataset", str(phantom_subset), "--dataset", "tiny", "--no-progress")
+    worker = start_worker()
+
+    output = manage(env, "train_model", "--data", str(phantom_cohort), "--config", str(config_path), "--name",
+                    "on-worker", "--activate")  # fmt: skip
+
+    assert "(on the worker)" in output and "registered as on-worker" in output
+    run = TrainingRun.objects.get()
+    assert run.status == "done" and run.epochs_done == run.epochs_total == 4 and run.heartbeat is not None
+    assert run.model_version.is_active and " succeeded in " in worker.log.read_text()
+    lesions = Lesion.objects.count()
+    wait_for(lambda: done() == lesions, what="the new version's predictions", log=worker.log)

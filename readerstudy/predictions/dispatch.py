@@ -91,9 +91,7 @@ def sweep() -> dict[str, int]:
         | Q(status=Prediction.Status.RUNNING, started_at__lt=lease)
     )
     ids = list(stale.order_by("pk").values_list("pk", flat=True))
-    # A running row goes back to queued so that the batch's worker may claim it (its lease has expired).
-    Prediction.objects.filter(pk__in=ids, status=Prediction.Status.RUNNING).update(status=Prediction.Status.QUEUED)
-    dispatch(ids)
+    dispatch(ids)  # a running row with an expired lease is claimed again by the batch's worker
     silent = now - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
     runs = TrainingRun.objects.filter(
         Q(status=TrainingRun.Status.QUEUED, created__lt=silent)

@@ -127,10 +127,6 @@ class Prediction(models.Model):
             raise ValidationError(f"prediction {self.pk} is done and cannot change")
         super().save(*args, **kwargs)
 
-    @property
-    def predicted_label(self) -> str | None:
-        return None if self.predicted_class is None else CLASSES[self.predicted_class]
-
 
 class Saliency(models.Model):
     """One sequence's heat map of a prediction, on that sequence's original voxel grid."""

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from inference.domain import SEQUENCES
 from inference.nifti import load_volume
-from inference.prediction import Ensemble
+from inference.prediction import MALIGNANT_THRESHOLD, Ensemble
 from inference.preprocess import preprocess_lesion
 from inference.saliency import compute_saliency, save_saliency
 from readerstudy.cases.models import Lesion
@@ -152,7 +152,7 @@ def _compute(prediction_id: int, attempt: int) -> None:
         mine.update(
             status=Status.DONE, probabilities=probabilities, predicted_class=saliency.predicted_class,
             malignant_probability=float(saliency.binary_probabilities[1]),
-            predicted_malignant=bool(saliency.binary_probabilities[1] > 0.5),
+            predicted_malignant=bool(saliency.binary_probabilities[1] >= MALIGNANT_THRESHOLD),
             checkpoints_sha256=version.checkpoints_sha256, panel=str(relative / "panel.png"),
             finished_at=timezone.now(), preprocess_seconds=round(prepared - started, 3),
             model_seconds=round(computed - prepared, 3), worker=_worker_name(ensemble.device),

@@ -28,8 +28,7 @@ def run_training(training_run_id: int, *, progress: bool = False) -> None:
             return
         config = load_config(run.config_name)
         run.status, run.heartbeat = Status.RUNNING, timezone.now()
-        run.epochs_total = config.training.folds * config.training.epochs
-        run.save(update_fields=["status", "heartbeat", "epochs_total"])
+        run.save(update_fields=["status", "heartbeat"])
 
     def report(record: dict) -> None:
         done = (record["fold"] - 1) * config.training.epochs + record["epoch"]
