@@ -9,7 +9,8 @@ from django.views.decorators.http import require_GET
 
 from readerstudy.cases.models import Case, Lesion
 from readerstudy.celery import app as celery_app
-from readerstudy.studies.models import STUDY_ADMINS_GROUP, Reader
+from readerstudy.studies.models import STUDY_ADMINS_GROUP, Assignment, Reader
+from readerstudy.studies.workflow import progress
 
 
 def is_study_admin(user) -> bool:
@@ -18,8 +19,10 @@ def is_study_admin(user) -> bool:
 
 @login_required
 def home(request):
-    """A study admin sees the cohort; a reader sees their group (and, later, their studies)."""
-    context = {"reader": Reader.objects.filter(user=request.user).first()}
+    """A study admin sees the cohort; a reader sees their group and their open studies with progress."""
+    reader = Reader.objects.filter(user=request.user).first()
+    assignments = Assignment.objects.filter(reader=reader, study__is_open=True).select_related("study")
+    context = {"reader": reader, "studies": [(a.study, progress(a)) for a in assignments]}
     if is_study_admin(request.user):
         context["cohort"] = {
             "cases": Case.objects.count(),

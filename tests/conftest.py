@@ -11,6 +11,9 @@ from inference.dataset import copy_first_cases
 from inference.domain import SEQUENCES
 from inference.manifest import COLUMNS
 from inference.nifti import write_volume
+from readerstudy.cases.importer import import_dataset
+from readerstudy.cases.models import Lesion
+from readerstudy.predictions.registry import activate, register_run
 
 
 @pytest.fixture
@@ -109,3 +112,12 @@ def phantom_cohort(trained_run, tmp_path_factory) -> Path:
 def phantom_subset(phantom_cohort, tmp_path_factory) -> Path:
     """The first three cases of ``phantom_cohort`` (a dataset of its own): fewer lesions to predict."""
     return copy_first_cases(phantom_cohort, 3, tmp_path_factory.mktemp("subset") / "data")
+
+
+@pytest.fixture
+def predicted(trained_run, phantom_subset, media):
+    """The tiny phantom subset imported and predicted (with saliency) by the active tiny model."""
+    import_dataset(phantom_subset, dataset="tiny")
+    version = register_run(trained_run, name="tiny-secret-model")
+    activate(version)
+    return list(Lesion.objects.all())

@@ -1,0 +1,193 @@
+"""The reading API (DRF): my studies, my next lesion, submit a read, feedback after a read, my progress.
+
+Views are thin: who may see what is ``blinding``'s, what comes next ``workflow``'s. Every lookup goes
+through the requesting reader's own assignment, so no other reader's read can be reached.
+"""
+
+from django.db import IntegrityError, transaction
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from inference.domain import class_index
+from readerstudy.cases.models import Lesion
+from readerstudy.studies.blinding import assignment_for, is_assist, may_view_lesion, revealable
+from readerstudy.studies.disclosure import disclose
+from readerstudy.studies.models import Assignment, Disclosure, Phase, Presentation, Read, ReaderStudy
+from readerstudy.studies.serializers import (
+    MyStudySerializer,
+    ProgressSerializer,
+    ReadInputSerializer,
+    ReadSerializer,
+)
+from readerstudy.studies.viewing import descriptor
+from readerstudy.studies.workflow import first_reads, progress
+
+
+class Conflict(PermissionDenied):
+    status_code = status.HTTP_409_CONFLICT
+
+
+def my_assignment(request, study_id: str) -> Assignment:
+    """The requesting reader's assignment in the open study ``study_id``; 404 otherwise (whether the study
+    exists, is closed or is someone else's is not told apart)."""
+    study = ReaderStudy.objects.filter(public_id=study_id).first()
+    assignment = assignment_for(request.user, study) if study else None
+    if assignment is None:
+        raise NotFound("No open study of yours has this id.")
+    return assignment
+
+
+def my_lesion(assignment: Assignment, lesion_id: str) -> Lesion:
+    lesion = assignment.study.lesions.filter(public_id=lesion_id).first()
+    if lesion is None:
+        raise NotFound("This study has no lesion with this id.")
+    return lesion
+
+
+def progress_data(assignment: Assignment) -> dict:
+    p = progress(assignment)
+    return {"session": p.session, "sessions": p.sessions, "done": p.done, "total": p.total,
+            "finished": p.finished, "opens_at": p.opens_at}  # fmt: skip
+
+
+NEXT_SCHEMA = inline_serializer("NextLesion", {
+    "progress": ProgressSerializer(),
+    "task": serializers.DictField(allow_null=True, help_text="lesion, phase, session; null when none is open."),
+    "assist": serializers.DictField(allow_null=True, help_text="AI output shown before an aided read."),
+    "viewer": serializers.DictField(allow_null=True, help_text="What the viewer loads: per-sequence files."),
+})  # fmt: skip
+SUBMIT_SCHEMA = inline_serializer("SubmittedRead", {
+    "read": ReadSerializer(),
+    "feedback": serializers.DictField(allow_null=True, help_text="What the study reveals now the read is locked."),
+    "progress": ProgressSerializer(),
+})  # fmt: skip
+
+
+class MyStudies(APIView):
+    @extend_schema(responses=MyStudySerializer(many=True), summary="My open studies with my progress")
+    def get(self, request):
+        assignments = Assignment.objects.filter(reader__user=request.user, study__is_open=True)
+        data = [{"study": a.study, "progress": progress_data(a)} for a in assignments.select_related("study")]
+        return Response(MyStudySerializer(data, many=True).data)
+
+
+class MyProgress(APIView):
+    @extend_schema(responses=ProgressSerializer, summary="My progress in a study")
+    def get(self, request, study_id):
+        return Response(ProgressSerializer(progress_data(my_assignment(request, study_id))).data)
+
+
+class NextLesion(APIView):
+    @extend_schema(responses=NEXT_SCHEMA, summary="My next lesion: where I left off, in my own order")
+    def get(self, request, study_id):
+        assignment = my_assignment(request, study_id)
+        task = progress(assignment).next_task
+        body = {"progress": progress_data(assignment), "task": None, "assist": None, "viewer": None}
+        if task is None:
+            return Response(body)
+        lesion = Lesion.objects.get(pk=task.lesion_id)
+        Presentation.objects.get_or_create(assignment=assignment, lesion=lesion, phase=task.phase)
+        body["task"] = {"lesion": lesion.public_id, "phase": task.phase, "session": task.session}
+        if task.phase == Phase.AIDED:
+            body["assist"], _ = disclose(assignment, lesion, revealable(assignment, lesion.pk), "assist")
+        body["viewer"] = descriptor(assignment.study, lesion)
+        return Response(body)
+
+
+class LesionViewer(APIView):
+    @extend_schema(responses=dict, summary="The viewer's files for a lesion I may view (revisiting)")
+    def get(self, request, study_id, lesion_id):
+        assignment = my_assignment(request, study_id)
+        lesion = my_lesion(assignment, lesion_id)
+        if not may_view_lesion(assignment, lesion.pk):
+            raise PermissionDenied("This lesion is not open to you now.")
+        return Response(descriptor(assignment.study, lesion))
+
+
+class LesionFeedback(APIView):
+    @extend_schema(responses=dict, summary="What the study reveals about a lesion after my read is locked")
+    def get(self, request, study_id, lesion_id):
+        assignment = my_assignment(request, study_id)
+        lesion = my_lesion(assignment, lesion_id)
+        allowed = revealable(assignment, lesion.pk)
+        if not allowed:
+            raise PermissionDenied("Nothing about this lesion is shown to you now.")
+        purpose = "assist" if is_assist(assignment, lesion.pk) else "feedback"
+        return Response(disclose(assignment, lesion, allowed, purpose)[0])
+
+
+class Reads(APIView):
+    @extend_schema(responses=ReadSerializer(many=True), summary="My reads in a study, first reads and amendments")
+    def get(self, request, study_id):
+        assignment = my_assignment(request, study_id)
+        reads = Read.objects.filter(assignment=assignment).select_related("lesion", "supersedes")
+        return Response(ReadSerializer(reads, many=True).data)
+
+    @extend_schema(request=ReadInputSerializer, responses={201: SUBMIT_SCHEMA, 200: SUBMIT_SCHEMA},
+                   summary="Submit a read (a repeated submit returns the read already locked)")  # fmt: skip
+    def post(self, request, study_id):
+        assignment = my_assignment(request, study_id)
+        form = ReadInputSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        values = form.validated_data
+        lesion = my_lesion(assignment, values["lesion"])
+        read, created = (amend if values["amend"] else submit)(assignment, lesion, values)
+        feedback = None
+        allowed = revealable(assignment, lesion.pk)
+        if allowed and not is_assist(assignment, lesion.pk):
+            feedback, _ = disclose(assignment, lesion, allowed, "feedback")
+        body = {"read": ReadSerializer(read).data, "feedback": feedback, "progress": progress_data(assignment)}
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+def read_fields(assignment: Assignment, lesion: Lesion, values: dict) -> dict:
+    """The new read's columns; an aided read records the latest AI disclosure it followed."""
+    phase = values["phase"]
+    presentation, _ = Presentation.objects.get_or_create(assignment=assignment, lesion=lesion, phase=phase)
+    fields = {
+        "assignment": assignment, "lesion": lesion, "phase": phase, "diagnosis": class_index(values["diagnosis"]),
+        "confidence": values["confidence"], "malignancy": values["malignancy"], "shown_at": presentation.shown_at,
+    }  # fmt: skip
+    if phase == Phase.AIDED:
+        shown = Disclosure.objects.filter(assignment=assignment, lesion=lesion, purpose="assist").last()
+        if shown is None:
+            raise Conflict("An aided read follows the AI output: open the lesion first.")
+        fields |= {"disclosure": shown, "prediction_shown": shown.prediction}
+    return fields
+
+
+def submit(assignment: Assignment, lesion: Lesion, values: dict) -> tuple[Read, bool]:
+    """Lock the read of the current task; a repeat (same lesion and phase) returns the read already locked."""
+    existing = first_reads(assignment).filter(lesion=lesion, phase=values["phase"]).first()
+    if existing:
+        return existing, False
+    task = progress(assignment).next_task
+    if task is None or task.lesion_id != lesion.pk or task.phase != values["phase"]:
+        raise Conflict("This is not the lesion and phase you are reading now; reload to continue.")
+    try:
+        with transaction.atomic():
+            return Read.objects.create(session=task.session, **read_fields(assignment, lesion, values)), True
+    except IntegrityError:  # a concurrent double submit won the race
+        return get_object_or_404(first_reads(assignment), lesion=lesion, phase=values["phase"]), False
+
+
+def amend(assignment: Assignment, lesion: Lesion, values: dict) -> tuple[Read, bool]:
+    """A new read superseding the latest read of (lesion, phase); repeating identical values returns it."""
+    if not assignment.study.allow_amend:
+        raise PermissionDenied("This study does not allow amending reads.")
+    latest = Read.objects.filter(assignment=assignment, lesion=lesion, phase=values["phase"],
+                                 amended_by__isnull=True).first()  # fmt: skip
+    if latest is None:
+        raise Conflict("There is no locked read of this lesion and phase to amend.")
+    fields = read_fields(assignment, lesion, values)
+    if all(getattr(latest, k) == fields[k] for k in ("diagnosis", "confidence", "malignancy")):
+        return latest, False
+    try:
+        with transaction.atomic():
+            return Read.objects.create(session=latest.session, supersedes=latest, **fields), True
+    except IntegrityError:  # a concurrent identical amendment won the race
+        return Read.objects.get(supersedes=latest), False

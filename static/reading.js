@@ -1,0 +1,214 @@
+// The reading page: asks the API for the next lesion, shows it in the viewer, takes the read from the
+// form or the keyboard (1-7 diagnosis, then 1-5 confidence, then the malignancy likelihood, Enter),
+// submits it, and shows what the study reveals once the read is locked.
+"use strict";
+
+(() => {
+  const root = document.getElementById("reading");
+  const $ = (id) => document.getElementById(id);
+  const form = $("answer");
+  const csrf = form.querySelector("[name=csrfmiddlewaretoken]").value;
+  const page = { viewer: null, task: null, shownLesion: null, step: "diagnosis", mode: "loading", maskOn: true };
+  window.liverread = page; // read by the browser tests and the benchmark
+
+  function status(text, kind = "info") {
+    $("status").textContent = text;
+    $("status").dataset.kind = kind;
+  }
+
+  async function api(url, options = {}) {
+    const response = await fetch(url, {
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
+      ...options,
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const detail = body.detail || Object.entries(body).map(([k, v]) => `${k}: ${v}`).join("; ");
+      throw new Error(detail || `the server answered ${response.status}`);
+    }
+    return body;
+  }
+
+  function showProgress(p) {
+    const session = p.sessions > 1 ? `Session ${p.session} of ${p.sessions}: ` : "";
+    $("progress").textContent = `${session}${p.done} of ${p.total} lesions read`;
+  }
+
+  function resetForm() {
+    form.reset();
+    page.step = "diagnosis";
+    $("form-error").textContent = "";
+    markStep();
+  }
+
+  function markStep() {
+    $("diagnosis").classList.toggle("active", page.step === "diagnosis");
+    $("confidence").classList.toggle("active", page.step === "confidence");
+  }
+
+  function bar(label, value, strong) {
+    const row = document.createElement("div");
+    row.className = "bar" + (strong ? " strong" : "");
+    row.innerHTML = `<span class="bar-label"></span><span class="bar-track"><span class="bar-fill"></span></span><span class="bar-value"></span>`;
+    row.querySelector(".bar-label").textContent = label;
+    row.querySelector(".bar-fill").style.width = `${(100 * value).toFixed(1)}%`;
+    row.querySelector(".bar-value").textContent = `${(100 * value).toFixed(0)} %`;
+    return row;
+  }
+
+  async function reveal(payload, title) {
+    const out = $("model-output");
+    out.replaceChildren();
+    $("reveal").hidden = false;
+    $("reveal-title").textContent = title;
+    $("model-message").textContent = "";
+    const model = payload.model;
+    if (model && model.status === "done") {
+      const head = document.createElement("p");
+      head.innerHTML = `Model <strong></strong>: <strong></strong> · P(malignant) <strong></strong>`;
+      const [version, cls, malignant] = head.querySelectorAll("strong");
+      version.textContent = model.version;
+      cls.textContent = model.probabilities.find((p) => p.class === model.predicted_class).title;
+      malignant.textContent = `${(100 * model.malignant_probability).toFixed(0)} % (${model.predicted_malignant ? "malignant" : "benign"})`;
+      out.append(head);
+      for (const p of model.probabilities) out.append(bar(p.title, p.probability, p.class === model.predicted_class));
+      if (model.saliency && model.saliency.length) {
+        const h = document.createElement("h3");
+        h.textContent = "Sequence importance";
+        out.append(h);
+        for (const s of model.saliency) out.append(bar(s.sequence, s.weight, false));
+        const heat = Object.fromEntries(model.saliency.map((s) => [s.sequence, s.heat]));
+        status("Drawing the saliency maps…");
+        await page.viewer.showSaliency(heat);
+        status("Saliency maps overlaid in colour.", "ready");
+      }
+    } else if (model) {
+      $("model-message").textContent = model.message;
+    }
+    const ref = $("reference-diagnosis");
+    ref.hidden = !payload.reference;
+    if (payload.reference) ref.textContent = `Reference diagnosis: ${payload.reference.title}`;
+  }
+
+  async function loadNext() {
+    page.mode = "loading";
+    $("next").hidden = true;
+    status("Loading the next lesion…");
+    const next = await api(root.dataset.next);
+    showProgress(next.progress);
+    page.task = next.task;
+    if (!next.task) return finish(next.progress);
+    const aided = next.task.phase === "aided";
+    $("phase").textContent = aided ? "Aided read: the model's output is shown; give your read again." : "Unaided read";
+    $("phase").dataset.phase = next.task.phase;
+    resetForm();
+    if (page.shownLesion !== next.task.lesion) {
+      $("reveal").hidden = true;
+      page.viewer.clearSaliency();
+      page.shownLesion = null;
+      const started = performance.now();
+      await page.viewer.show(next.viewer);
+      page.shownLesion = next.task.lesion;
+      page.lastShowMs = performance.now() - started;
+    }
+    if (aided) await reveal(next.assist, "Model output (before your aided read)");
+    form.hidden = false;
+    page.mode = "reading";
+    status("Ready.", "ready");
+  }
+
+  function finish(progress) {
+    form.hidden = true;
+    $("reveal").hidden = true;
+    $("phase").textContent = "";
+    $("done").hidden = false;
+    $("done-text").textContent = progress.opens_at
+      ? `Session ${progress.session} is finished. The next session opens on ${new Date(progress.opens_at).toLocaleString()} (washout).`
+      : "You have read every lesion of this study. Thank you.";
+    page.mode = "finished";
+    status("Finished.", "ready");
+  }
+
+  async function submit() {
+    const data = new FormData(form);
+    const missing = ["diagnosis", "confidence", "malignancy"].filter((k) => !data.get(k));
+    if (missing.length) {
+      $("form-error").textContent = `Please give: ${missing.join(", ")}.`;
+      return;
+    }
+    page.mode = "submitting";
+    $("submit").disabled = true;
+    try {
+      const body = {
+        lesion: page.task.lesion, phase: page.task.phase, diagnosis: data.get("diagnosis"),
+        confidence: Number(data.get("confidence")), malignancy: Number(data.get("malignancy")),
+      };
+      const result = await api(root.dataset.reads, { method: "POST", body: JSON.stringify(body) });
+      showProgress(result.progress);
+      if (result.feedback) {
+        form.hidden = true;
+        await reveal(result.feedback, "Model output for the lesion you just read");
+        page.mode = "feedback";
+        $("next").hidden = false;
+        $("next").focus();
+      } else {
+        await loadNext();
+      }
+    } catch (error) {
+      page.mode = "reading";
+      $("form-error").textContent = `Your read was not saved: ${error.message}. Try again.`;
+    } finally {
+      $("submit").disabled = false;
+    }
+  }
+
+  function onKey(event) {
+    const inField = event.target.matches("input[type=number], textarea");
+    if (event.key === "Enter") {
+      event.preventDefault();
+      if (page.mode === "reading") submit();
+      else if (page.mode === "feedback") loadNext().catch(fail);
+      return;
+    }
+    if (inField || page.mode !== "reading" || !/^[1-7]$/.test(event.key)) return;
+    const n = Number(event.key);
+    if (page.step === "diagnosis") {
+      form.querySelectorAll("[name=diagnosis]")[n - 1].checked = true;
+      page.step = "confidence";
+    } else if (page.step === "confidence" && n <= 5) {
+      form.querySelector(`[name=confidence][value="${n}"]`).checked = true;
+      page.step = "malignancy";
+      $("malignancy").focus();
+    }
+    markStep();
+    event.preventDefault();
+  }
+
+  function fail(error) {
+    status(`Could not load the lesion: ${error.message}`, "error");
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submit();
+  });
+  form.addEventListener("change", (event) => {
+    if (event.target.name === "diagnosis") page.step = "confidence";
+    if (event.target.name === "confidence") page.step = "malignancy";
+    markStep();
+  });
+  $("next").addEventListener("click", () => loadNext().catch(fail));
+  $("mask-toggle").addEventListener("click", () => {
+    page.maskOn = !page.maskOn;
+    page.viewer.setMaskVisible(page.maskOn);
+  });
+  document.addEventListener("keydown", onKey);
+
+  LiverReadViewer.create($("viewer"), { onStatus: (text, kind) => status(text, kind) })
+    .then((viewer) => {
+      page.viewer = viewer;
+      return loadNext();
+    })
+    .catch(fail);
+})();
