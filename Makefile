@@ -9,7 +9,9 @@ export LIVERREAD_VAR ?= $(CURDIR)/var
 
 .PHONY: install run test lint test-tools
 
-install: $(INSTALLED)
+VIEWER_BUNDLE := static/dist/viewer.js
+
+install: $(INSTALLED) $(VIEWER_BUNDLE)
 
 # torch is pinned to 2.13.0 (its CPU wheel lies on these machines) in the same pip
 # call as MONAI, so pip never resolves a newer CUDA build of several GB.
@@ -19,17 +21,24 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The viewer: Cornerstone3D bundled by esbuild from the npm project in static/ (the bundle is not committed).
+$(VIEWER_BUNDLE): static/package.json static/package-lock.json static/build.mjs $(wildcard static/src/*.js)
+	cd static && npm ci --no-audit --no-fund --loglevel=error && npm run build
+
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py make_demo
 	$(PY) manage.py train_model --data $(LIVERREAD_VAR)/demo_dataset --config cpu --name demo-cpu --activate --unless-active
+	$(PY) manage.py make_demo_studies
 	@echo "Serving LiverRead at http://127.0.0.1:8000 (Ctrl-C stops it)"
 	$(PY) manage.py runserver 127.0.0.1:8000
 
-# Debian's docker-compose validates docker-compose.yml offline in the tests.
+# Debian's docker-compose validates docker-compose.yml offline in the tests; Debian's chromium runs the browser
+# tests (driven by playwright's Python package, which never downloads a browser of its own).
 test-tools:
-	@command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+	@command -v docker-compose >/dev/null && command -v chromium >/dev/null || { apt-get update -qq && \
+		apt-get install -y -qq docker-compose chromium >/dev/null; }
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -37,8 +46,8 @@ lint: install
 
 # The whole suite on the embedded default (SQLite), then every database test again
 # on the real PostgreSQL, with Redis as the broker where a test asks for it; the
-# tests that start a real Celery worker run in the PostgreSQL pass only.
+# tests that start a real Celery worker or a real browser run in the PostgreSQL pass only.
 test: install test-tools lint
-	LIVERREAD_VAR=$(CURDIR)/var/test TEST_REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m "not worker"
+	LIVERREAD_VAR=$(CURDIR)/var/test TEST_REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m "not worker and not browser"
 	LIVERREAD_VAR=$(CURDIR)/var/test TEST_REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL=$(TEST_DATABASE_URL) \
 		$(PY) -m pytest -m django_db

@@ -114,7 +114,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# static/ is the viewer's npm project: only its hand-written assets and its built bundle are served.
+STATICFILES_DIRS = [BASE_DIR / "static" / "assets", ("dist", BASE_DIR / "static" / "dist")]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

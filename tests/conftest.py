@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 
 from inference.dataset import copy_first_cases
 from inference.domain import SEQUENCES
@@ -14,6 +16,7 @@ from inference.nifti import write_volume
 from readerstudy.cases.importer import import_dataset
 from readerstudy.cases.models import Lesion
 from readerstudy.predictions.registry import activate, register_run
+from readerstudy.studies.models import STUDY_ADMINS_GROUP
 
 
 @pytest.fixture
@@ -121,3 +124,14 @@ def predicted(trained_run, phantom_subset, media):
     version = register_run(trained_run, name="tiny-secret-model")
     activate(version)
     return list(Lesion.objects.all())
+
+
+@pytest.fixture
+def study_admin(client):
+    """A logged-in study admin (staff, in the study admins group with the cases and studies permissions)."""
+    user = get_user_model().objects.create_user("admin1", password="x", is_staff=True)
+    group = Group.objects.create(name=STUDY_ADMINS_GROUP)
+    group.permissions.set(Permission.objects.filter(content_type__app_label__in=["cases", "studies"]))
+    user.groups.add(group)
+    client.force_login(user)
+    return user

@@ -6,9 +6,10 @@ import gzip
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from test_reading import make_reader, new_study, next_task, read
+from test_training import one_thread  # noqa: F401 (autouse: tiny networks run faster on one thread)
 
 from readerstudy.studies.models import STUDY_ADMINS_GROUP, Read
-from tests.test_reading import make_reader, new_study, next_task, read
 
 pytestmark = pytest.mark.django_db
 

@@ -4,11 +4,10 @@ import re
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
 
 from readerstudy.cases.importer import import_dataset
 from readerstudy.cases.models import Case
-from readerstudy.studies.models import STUDY_ADMINS_GROUP, Reader
+from readerstudy.studies.models import Reader
 
 pytestmark = pytest.mark.django_db
 
@@ -19,16 +18,6 @@ def imported(dataset, media):
         "C2", patient="P2", lesions=(("L1", "cyst"),), split="test"
     ).write_manifest()
     import_dataset(dataset.root, dataset="trial")
-
-
-@pytest.fixture
-def study_admin(client):
-    user = get_user_model().objects.create_user("admin1", password="x", is_staff=True)
-    group = Group.objects.create(name=STUDY_ADMINS_GROUP)
-    group.permissions.set(Permission.objects.filter(content_type__app_label__in=["cases", "studies"]))
-    user.groups.add(group)
-    client.force_login(user)
-    return user
 
 
 @pytest.fixture

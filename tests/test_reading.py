@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from test_training import one_thread  # noqa: F401 (autouse: tiny networks run faster on one thread)
 
 from inference.domain import CLASSES, SEQUENCES
 from readerstudy.cases.importer import import_dataset
@@ -318,20 +319,6 @@ def test_stored_files_have_no_public_route(client, eight_lesions, settings):
 
 
 # --- admin, home, demo, schema -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def study_admin(client):
-    from django.contrib.auth.models import Group, Permission
-
-    from readerstudy.studies.models import STUDY_ADMINS_GROUP
-
-    user = get_user_model().objects.create_user("admin1", password="x", is_staff=True)
-    group = Group.objects.create(name=STUDY_ADMINS_GROUP)
-    group.permissions.set(Permission.objects.filter(content_type__app_label__in=["cases", "studies"]))
-    user.groups.add(group)
-    client.force_login(user)
-    return user
 
 
 def test_a_study_admin_assigns_readers_in_a_chosen_group(client, eight_lesions, study_admin):

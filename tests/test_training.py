@@ -41,8 +41,14 @@ def tiny_cohort(tmp_path_factory) -> Path:
 
 
 def train_tiny(config, run_dir: Path, **options) -> Path:
-    """``train`` on the tiny cohort, sharing one patch cache between the runs of the session."""
-    return train(config, _SHARED["cohort"], run_dir, progress=False, cache_dir=_SHARED["patches"], **options)
+    """``train`` on the tiny cohort, sharing one patch cache between the runs of the session, on one thread
+    whichever module asks first (the byte-identical reruns compare against it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(config, _SHARED["cohort"], run_dir, progress=False, cache_dir=_SHARED["patches"], **options)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def tiny_run(tmp_path_factory) -> Path:

@@ -7,7 +7,7 @@
    (the centre being the sequence's own mask centroid: the sequences are not co-registered).
 
 Files are written as clean gzipped NIfTI-1 (geometry only in the header) and cached under
-``MEDIA_ROOT/served/`` by a key of (source digest, centre, F, transform version); the key is the ETag.
+``MEDIA_ROOT/served/`` by a key of (source identity, centre, F, transform version); the key is the ETag.
 An image's sidecar holds its display window, a mask's the lesion focus.
 """
 
@@ -72,10 +72,11 @@ def display_window(data: np.ndarray) -> list[float]:
     return [float(lower), float(max(upper, lower + 1e-3))]
 
 
-def served(source: Path | str, sha256: str, centre_mm, fov_mm: float | None, kind: str) -> ServedFile:
-    """The served version of ``source`` (kind "image", "mask" or "heat"), made once and cached."""
+def served(source: Path | str, identity: str, centre_mm, fov_mm: float | None, kind: str) -> ServedFile:
+    """The served version of ``source`` (kind "image", "mask" or "heat"), made once and cached.
+    ``identity`` names the source's content for good (its SHA-256, or the name of an immutable file)."""
     centre = [round(float(c), 3) for c in centre_mm]
-    key = hashlib.sha256(json.dumps([TRANSFORM_VERSION, sha256, centre, fov_mm, kind]).encode()).hexdigest()[:32]
+    key = hashlib.sha256(json.dumps([TRANSFORM_VERSION, identity, centre, fov_mm, kind]).encode()).hexdigest()[:32]
     folder = Path(settings.MEDIA_ROOT) / "served" / key[:2]
     path, sidecar = folder / f"{key}.nii.gz", folder / f"{key}.json"
     if not (path.exists() and sidecar.exists()):

@@ -41,7 +41,7 @@ def revealable(assignment: Assignment, lesion_id: int) -> frozenset[str]:
     task = progress(assignment).next_task
     pending = pending_phases(assignment, lesion_id)
     allowed: set[str] = set()
-    if is_assist(assignment, lesion_id, task):
+    if _assists(task, lesion_id):
         allowed |= {MODEL, SALIENCY}
     has_read = first_reads(assignment).filter(lesion_id=lesion_id).exists()
     if has_read and Phase.UNAIDED not in pending:
@@ -55,7 +55,10 @@ def revealable(assignment: Assignment, lesion_id: int) -> frozenset[str]:
     return frozenset(allowed)
 
 
-def is_assist(assignment: Assignment, lesion_id: int, task=None) -> bool:
+def is_assist(assignment: Assignment, lesion_id: int) -> bool:
     """True when the reader's current task is an aided read of ``lesion_id`` (AI output shown first)."""
-    task = task if task is not None else progress(assignment).next_task
+    return _assists(progress(assignment).next_task, lesion_id)
+
+
+def _assists(task, lesion_id: int) -> bool:
     return task is not None and task.lesion_id == lesion_id and task.phase == Phase.AIDED

@@ -94,6 +94,8 @@
   async function loadNext() {
     page.mode = "loading";
     $("next").hidden = true;
+    $("back").hidden = true;
+    $("done").hidden = true;
     status("Loading the next lesion…");
     const next = await api(root.dataset.next);
     showProgress(next.progress);
@@ -115,6 +117,7 @@
     if (aided) await reveal(next.assist, "Model output (before your aided read)");
     form.hidden = false;
     page.mode = "reading";
+    page.readyAt = performance.now();
     status("Ready.", "ready");
   }
 
@@ -143,9 +146,11 @@
       const body = {
         lesion: page.task.lesion, phase: page.task.phase, diagnosis: data.get("diagnosis"),
         confidence: Number(data.get("confidence")), malignancy: Number(data.get("malignancy")),
+        amend: Boolean(page.task.amend),
       };
       const result = await api(root.dataset.reads, { method: "POST", body: JSON.stringify(body) });
       showProgress(result.progress);
+      showHistory().catch(fail);
       if (result.feedback) {
         form.hidden = true;
         await reveal(result.feedback, "Model output for the lesion you just read");
@@ -185,6 +190,50 @@
     event.preventDefault();
   }
 
+  // Revisiting (where the study allows it): my read lesions, each viewable again; amendable where allowed.
+  async function showHistory() {
+    if (root.dataset.revisit !== "true") return;
+    const reads = await api(root.dataset.reads);
+    const latest = new Map(reads.map((r) => [`${r.lesion} ${r.phase}`, r])); // the last read of each wins
+    $("history").replaceChildren(...[...latest.values()].map((read) => {
+      const item = document.createElement("li");
+      const view = document.createElement("button");
+      view.type = "button";
+      view.className = "link";
+      view.textContent = `${read.diagnosis}, confidence ${read.confidence}, ${read.malignancy} %` +
+        (read.phase === "aided" ? " (aided)" : "") + (read.amends ? " (amended)" : "");
+      view.addEventListener("click", () => revisitRead(read).catch(fail));
+      item.append(view);
+      return item;
+    }));
+  }
+
+  async function revisitRead(read) {
+    page.mode = "loading";
+    status("Loading the lesion you read…");
+    const descriptor = await api(`/api/studies/${root.dataset.study}/lesions/${read.lesion}/`);
+    $("reveal").hidden = true;
+    $("next").hidden = true;
+    $("done").hidden = true;
+    page.viewer.clearSaliency();
+    page.shownLesion = null;
+    await page.viewer.show(descriptor);
+    page.shownLesion = read.lesion;
+    $("back").hidden = false;
+    const amend = root.dataset.amend === "true";
+    $("phase").textContent = amend ? "Revisiting: submit to amend this read" : "Revisiting (view only)";
+    form.hidden = !amend;
+    resetForm();
+    if (amend) {
+      form.querySelector(`[name=diagnosis][value="${read.diagnosis}"]`).checked = true;
+      form.querySelector(`[name=confidence][value="${read.confidence}"]`).checked = true;
+      $("malignancy").value = read.malignancy;
+      page.task = { lesion: read.lesion, phase: read.phase, amend: true };
+    }
+    page.mode = amend ? "reading" : "revisiting";
+    status("Revisiting a lesion you have read.", "ready");
+  }
+
   function fail(error) {
     status(`Could not load the lesion: ${error.message}`, "error");
   }
@@ -199,6 +248,7 @@
     markStep();
   });
   $("next").addEventListener("click", () => loadNext().catch(fail));
+  $("back").addEventListener("click", () => loadNext().catch(fail));
   $("mask-toggle").addEventListener("click", () => {
     page.maskOn = !page.maskOn;
     page.viewer.setMaskVisible(page.maskOn);
@@ -208,6 +258,7 @@
   LiverReadViewer.create($("viewer"), { onStatus: (text, kind) => status(text, kind) })
     .then((viewer) => {
       page.viewer = viewer;
+      showHistory().catch(fail);
       return loadNext();
     })
     .catch(fail);

@@ -1,0 +1,233 @@
+"""The reading page in a real browser (Debian chromium, headless, software WebGL) against a live server:
+the viewer draws, scrolls, zooms, pans, windows and toggles the mask by pixels; reads go in by keyboard;
+saliency appears in the lesion only after a read is locked; a reload resumes; readers stay apart."""
+
+import io
+
+import nibabel as nib
+import numpy as np
+import pytest
+from browser import CHROMIUM, HEAT_IN_LESION, LAUNCH_ARGS, PIXELS, all_ready
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connections
+from matplotlib import image as mpimg
+from playwright.sync_api import sync_playwright
+from test_reading import make_reader, new_study
+from test_training import one_thread  # noqa: F401 (autouse: tiny networks run faster on one thread)
+
+from inference.domain import SEQUENCES
+from readerstudy.cases.models import Lesion
+from readerstudy.studies.models import Read
+from readerstudy.studies.viewing import served_file
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+IMAGE = ".lr-viewport canvas"
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the test's ORM calls sit beside playwright's loop
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+        connections.close_all()  # the test's ORM calls ran in playwright's context, on a connection of their own
+
+
+@pytest.fixture
+def study(predicted):
+    readers = [make_reader("reader-a", "resident"), make_reader("reader-b", "academic")]
+    for reader in readers:
+        reader.user.set_password("a-long-test-password")
+        reader.user.save()
+    return new_study(predicted, readers, name="Browser study", feedback="model")
+
+
+def open_reading(browser, live_server, study, username):
+    page = browser.new_page(viewport={"width": 1500, "height": 820})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("[name=username]", username)
+    page.fill("[name=password]", "a-long-test-password")
+    page.click("button[type=submit]")
+    page.click(f"[data-study='{study.public_id}'] a")
+    page.wait_for_function(all_ready, timeout=60_000)
+    return page, errors
+
+
+def pixels(page, selector=IMAGE) -> dict:
+    return {p["name"]: p for p in page.evaluate(PIXELS, selector)}
+
+
+def screenshot(locator) -> np.ndarray:
+    return mpimg.imread(io.BytesIO(locator.screenshot()), format="png")
+
+
+def state(page) -> dict:
+    return {s["name"]: s for s in page.evaluate("liverread.viewer.state()")}
+
+
+def order_of(study, reader_name) -> list[str]:
+    assignment = study.assignments.get(reader__user__username=reader_name)
+    return [Lesion.objects.get(pk=pk).public_id for pk in assignment.orders[0]]
+
+
+def submit_by_keyboard(page, diagnosis_key: str, confidence_key: str, malignancy: str) -> None:
+    page.keyboard.press(diagnosis_key)
+    page.keyboard.press(confidence_key)
+    page.keyboard.type(malignancy)
+    page.keyboard.press("Enter")
+
+
+def lesion_heat(study, lesion_id: str) -> dict[str, float]:
+    """Per sequence, the largest saliency inside the lesion on the slice the viewer opens (largest area),
+    read from the served files: what the overlay must show in colour."""
+    lesion = Lesion.objects.get(public_id=lesion_id)
+    prediction = study.prediction_for(lesion)
+    heat = {}
+    for sequence in SEQUENCES:
+        mask = nib.load(served_file(study, lesion, sequence, "mask").path).get_fdata() > 0
+        values = nib.load(served_file(study, lesion, sequence, "heat", prediction).path).get_fdata()
+        k = int(np.argmax(mask.sum(axis=(0, 1))))
+        heat[sequence] = float(values[:, :, k][mask[:, :, k]].max())
+    return heat
+
+
+def drag(page, cell, button: str, dx: float, dy: float) -> None:
+    box = page.locator(f"[data-sequence={cell}]").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down(button=button)
+    page.mouse.move(x + dx, y + dy, steps=6)
+    page.mouse.up(button=button)
+
+
+def test_a_reader_reads_three_lesions_in_the_viewer_with_feedback_after_each(browser, live_server, study):
+    page, errors = open_reading(browser, live_server, study, "reader-a")
+    order = order_of(study, "reader-a")
+    shots = settings.VAR_DIR / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+
+    # All seven viewports draw real pixels, and nothing is coloured before the read is locked.
+    assert page.evaluate("liverread.shownLesion") == order[0]
+    drawn = pixels(page)
+    assert len(drawn) == 7
+    for name, p in drawn.items():
+        assert p["std"] > 5 and p["lit"] > 0.05 * p["width"] * p["height"], name
+        assert p["coloured"] == 0, f"{name} shows colour before the read"
+    page.screenshot(path=shots / "reading.png")
+
+    # The mask overlay toggles on screen (on the focus slice).
+    cell = page.locator("[data-sequence=PVP]")
+    with_mask = screenshot(cell)
+    page.click("#mask-toggle")
+    without_mask = screenshot(cell)
+    green = lambda a: int(np.sum((a[..., 1] > 0.8) & (a[..., 0] < 0.5) & (a[..., 2] < 0.6)))  # noqa: E731
+    assert green(with_mask) > 20 and green(without_mask) == 0
+    page.click("#mask-toggle")
+
+    # The wheel over one viewport moves all seven, each relative to its own lesion focus.
+    box = page.locator("[data-sequence=T2WI]").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 300)
+    page.wait_for_timeout(300)
+    scrolled = state(page)
+    offsets = [s["offsetMm"] for s in scrolled.values()]
+    assert all(abs(o) > 1 for o in offsets) and len({np.sign(o) for o in offsets}) == 1, offsets
+    assert max(offsets) - min(offsets) < 10, offsets  # within a slice of the coarsest sequence
+    after = pixels(page)
+    assert all(after[n]["fingerprint"] != drawn[n]["fingerprint"] for n in drawn), "a viewport did not scroll"
+
+    # Zoom and pan follow in all seven; window/level changes one viewport only.
+    drag(page, "DWI", "right", 0, -80)
+    zoomed = state(page)
+    ratios = [zoomed[n]["parallelScale"] / scrolled[n]["parallelScale"] for n in zoomed]
+    assert all(abs(r - ratios[0]) < 1e-6 for r in ratios) and abs(ratios[0] - 1) > 0.05, ratios
+    drag(page, "LAP", "middle", 40, 25)
+    panned = state(page)
+    assert all(not np.allclose(panned[n]["focalPoint"], zoomed[n]["focalPoint"]) for n in panned)
+    before_window = pixels(page)
+    drag(page, "ADC", "left", 60, 30)
+    windowed = state(page)
+    assert windowed["ADC"]["voiRange"] != panned["ADC"]["voiRange"]
+    assert all(windowed[n]["voiRange"] == panned[n]["voiRange"] for n in windowed if n != "ADC")
+    assert pixels(page)["ADC"]["fingerprint"] != before_window["ADC"]["fingerprint"]
+
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -300)  # back to the focus slices
+    page.wait_for_timeout(300)
+    assert all(abs(s["offsetMm"]) < 1e-3 for s in state(page).values())
+
+    # Three reads by keyboard; after each, saliency colours appear inside the lesion in all seven.
+    for n, keys in enumerate([("5", "4", "80"), ("1", "3", "10"), ("7", "5", "95")]):
+        if n == 2:  # reload before the third: the page resumes at the right lesion
+            page.reload()
+            page.wait_for_function(all_ready, timeout=60_000)
+            assert page.locator("#progress").inner_text() == "2 of 3 lesions read"
+        assert page.evaluate("liverread.shownLesion") == order[n]
+        assert all(p["coloured"] == 0 for p in pixels(page).values())
+        submit_by_keyboard(page, *keys)
+        page.wait_for_function("liverread.mode === 'feedback' && !document.getElementById('reveal').hidden")
+        page.wait_for_function("document.getElementById('status').dataset.kind === 'ready'")
+        drawn_heat = {h["name"]: h for h in page.evaluate(HEAT_IN_LESION)}
+        expected = lesion_heat(study, order[n])
+        assert max(expected.values()) >= 0.45  # the check below is never vacuous
+        for name, heat in expected.items():
+            assert drawn_heat[name]["outlined"], f"lesion {n + 1}, {name}: not on the lesion's slice"
+            if heat >= 0.45:  # clearly above the overlay's transparent range (< 0.2)
+                assert drawn_heat[name]["inside"] > 0, f"lesion {n + 1}, {name}: heat {heat:.2f} not drawn"
+        if n == 0:
+            page.screenshot(path=shots / "feedback.png")
+        page.keyboard.press("Enter")
+        if n < 2:
+            page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion === '{order[n + 1]}'")
+    page.wait_for_selector("#done:not([hidden])")
+    reads = Read.objects.filter(assignment__reader__user__username="reader-a").order_by("submitted_at")
+    assert [(r.lesion.public_id, r.diagnosis, r.confidence, r.malignancy) for r in reads] == [
+        (order[0], 4, 4, 80), (order[1], 0, 3, 10), (order[2], 6, 5, 95)
+    ]  # fmt: skip
+    assert errors == []
+
+
+def test_a_second_reader_sees_nothing_of_the_first_readers_reads(browser, live_server, study):
+    first, _ = open_reading(browser, live_server, study, "reader-a")
+    submit_by_keyboard(first, "5", "4", "80")
+    first.wait_for_function("liverread.mode === 'feedback'")
+    a_read = Read.objects.get()
+    page, errors = open_reading(browser, live_server, study, "reader-b")
+    assert page.evaluate("liverread.shownLesion") == order_of(study, "reader-b")[0]
+    assert page.locator("#progress").inner_text() == "0 of 3 lesions read"
+    assert page.locator("#reveal").is_hidden()
+    html = page.content()
+    assert a_read.public_id not in html and "reader-a" not in html
+    mine = page.evaluate(f"fetch('/api/studies/{study.public_id}/reads/').then(r => r.json())")
+    assert mine == []
+    assert all(p["coloured"] == 0 for p in pixels(page).values())
+    assert get_user_model().objects.get(username="reader-b").reader.assignments.get().reads.count() == 0
+    assert errors == []
+
+
+def test_a_reader_revisits_and_amends_a_read_where_the_study_allows_it(browser, live_server, predicted):
+    reader = make_reader("reader-r", "general")
+    reader.user.set_password("a-long-test-password")
+    reader.user.save()
+    study = new_study(predicted, [reader], name="Revisit study", allow_revisit=True, allow_amend=True)
+    order = order_of(study, "reader-r")
+    page, errors = open_reading(browser, live_server, study, "reader-r")
+    submit_by_keyboard(page, "5", "4", "80")
+    page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion === '{order[1]}'")
+    page.click("#history button")
+    page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion === '{order[0]}'")
+    assert page.locator("[name=diagnosis][value=HCC]").is_checked() and page.input_value("#malignancy") == "80"
+    page.keyboard.press("2")
+    page.keyboard.press("3")
+    page.fill("#malignancy", "15")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion === '{order[1]}'")
+    first, amendment = Read.objects.order_by("submitted_at")
+    assert (first.diagnosis, first.malignancy) == (4, 80) and amendment.supersedes == first
+    assert (amendment.diagnosis, amendment.confidence, amendment.malignancy) == (1, 3, 15)
+    assert "(amended)" in page.locator("#history").inner_text()
+    assert errors == []
