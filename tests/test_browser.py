@@ -231,3 +231,28 @@ def test_a_reader_revisits_and_amends_a_read_where_the_study_allows_it(browser, 
     assert (amendment.diagnosis, amendment.confidence, amendment.malignancy) == (1, 3, 15)
     assert "(amended)" in page.locator("#history").inner_text()
     assert errors == []
+
+
+def test_a_sequential_study_shows_the_model_before_the_aided_read_of_the_same_lesion(browser, live_server, predicted):
+    reader = make_reader("reader-s", "resident")
+    reader.user.set_password("a-long-test-password")
+    reader.user.save()
+    study = new_study(predicted, [reader], name="Sequential study", design="sequential")
+    order = order_of(study, "reader-s")
+    page, errors = open_reading(browser, live_server, study, "reader-s")
+    assert page.locator("#phase").get_attribute("data-phase") == "unaided" and page.locator("#reveal").is_hidden()
+    assert all(p["coloured"] == 0 for p in pixels(page).values())
+    submit_by_keyboard(page, "1", "2", "30")
+    page.wait_for_function("liverread.mode === 'reading' && liverread.task.phase === 'aided'")
+    assert page.evaluate("liverread.shownLesion") == order[0]  # the same lesion, not reloaded
+    assert page.locator("#reveal").is_visible() and "Model" in page.locator("#reveal").inner_text()
+    assert sum(p["coloured"] > 0 for p in pixels(page).values()) >= 1  # the saliency overlay is drawn
+    submit_by_keyboard(page, "5", "4", "85")
+    page.wait_for_function("liverread.mode === 'feedback'")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion === '{order[1]}'")
+    unaided, aided = Read.objects.order_by("submitted_at")
+    assert (unaided.phase, unaided.diagnosis, unaided.prediction_shown) == ("unaided", 0, None)
+    assert (aided.phase, aided.diagnosis, aided.malignancy) == ("aided", 4, 85)
+    assert aided.prediction_shown == study.prediction_for(aided.lesion) and aided.disclosure.purpose == "assist"
+    assert errors == []

@@ -331,6 +331,8 @@ def test_a_study_admin_assigns_readers_in_a_chosen_group(client, eight_lesions, 
     assert list(study.assignments.values_list("group", flat=True)) == ["academic", "academic"]
     assert client.get(f"/admin/studies/readerstudy/{study.pk}/change/").status_code == 200
     assert client.get("/admin/studies/read/").status_code == 200
+    listing = client.get("/admin/studies/assignment/").content.decode()
+    assert "session 1/1: 0 of 8" in listing and "r2" in listing
 
 
 def test_the_home_page_lists_my_studies_with_progress(client, eight_lesions):

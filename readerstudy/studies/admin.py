@@ -48,6 +48,28 @@ class ReaderAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/studies/assign_readers.html", context)
 
 
+def progress_text(assignment: Assignment) -> str:
+    p = progress(assignment)
+    return f"session {p.session}/{p.sessions}: {p.done} of {p.total}" + (" (washout)" if p.opens_at else "")
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    """Assignments are made from the readers list (orders are drawn there); here the group can be corrected."""
+
+    list_display = ("reader", "study", "group", "aided_session", "assigned_at", "progress")
+    list_filter = ("study", "group")
+    readonly_fields = ("study", "reader", "aided_session", "assigned_at", "progress")
+    fields = ("study", "reader", "group", "aided_session", "assigned_at", "progress")
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Progress")
+    def progress(self, assignment):
+        return progress_text(assignment)
+
+
 class AssignmentInline(admin.TabularInline):
     model = Assignment
     fields = ("reader", "group", "aided_session", "assigned_at", "progress")
@@ -61,8 +83,7 @@ class AssignmentInline(admin.TabularInline):
 
     @admin.display(description="Progress")
     def progress(self, assignment):
-        p = progress(assignment)
-        return f"session {p.session}/{p.sessions}: {p.done} of {p.total}" + (" (washout)" if p.opens_at else "")
+        return progress_text(assignment)
 
 
 @admin.register(ReaderStudy)

@@ -37,6 +37,7 @@
 
   function resetForm() {
     form.reset();
+    if (form.contains(document.activeElement)) document.activeElement.blur(); // digits choose the diagnosis again
     page.step = "diagnosis";
     $("form-error").textContent = "";
     markStep();
