@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 
 from inference.dataset import copy_first_cases
-from inference.domain import SEQUENCES
+from inference.domain import CLASSES, SEQUENCES
 from inference.manifest import COLUMNS
 from inference.nifti import write_volume
 from readerstudy.cases.importer import import_dataset
@@ -135,3 +135,13 @@ def study_admin(client):
     user.groups.add(group)
     client.force_login(user)
     return user
+
+
+@pytest.fixture
+def eight_lesions(dataset, media):
+    """Eight one-lesion cases (no model): enough lesions for orders to differ."""
+    for n in range(8):
+        dataset.add_case(f"C{n}", patient=f"P{n}", lesions=(("L1", CLASSES[n % 7]),), split="test")
+    dataset.write_manifest()
+    import_dataset(dataset.root, dataset="trial")
+    return list(Lesion.objects.all())

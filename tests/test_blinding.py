@@ -26,8 +26,9 @@ ENDPOINTS = {
     "mask": "/studies/{s}/lesions/{l}/DWI.mask.nii.gz",
     "heat": "/studies/{s}/lesions/{l}/PVP.heat.nii.gz",
     "schema": "/api/schema/",
+    "export": "/studies/{s}/export/reads.csv",
 }
-HTML = {"home", "reading page"}
+HTML = {"home", "reading page", "export"}
 VOLUMES = {"image", "mask", "heat"}
 ROLES = ("reader before read", "reader after read", "unassigned reader", "study admin", "anonymous")
 
@@ -40,6 +41,8 @@ def expected_status(role: str, state: str, endpoint: str) -> int:
         return 403 if endpoint not in HTML | VOLUMES else 302
     if endpoint in {"home", "my studies"}:
         return 200
+    if endpoint == "export":  # results are the owner's and granted admins' (this admin is neither)
+        return 404
     if role in {"unassigned reader", "study admin"} or state == "closed":
         return 404
     if role == "reader before read" and endpoint in {"feedback", "heat"}:

@@ -15,7 +15,6 @@ from django.db.models import F
 from test_training import one_thread  # noqa: F401 (autouse: tiny networks run faster on one thread)
 
 from inference.domain import CLASSES, SEQUENCES
-from readerstudy.cases.importer import import_dataset
 from readerstudy.cases.models import Lesion, LesionMask
 from readerstudy.studies.models import Assignment, Disclosure, Presentation, Read, Reader, ReaderStudy
 
@@ -25,16 +24,6 @@ pytestmark = pytest.mark.django_db
 def make_reader(username: str, group: str = "resident") -> Reader:
     user = get_user_model().objects.create_user(username, password="x")
     return Reader.objects.create(user=user, group=group, years_of_experience=3)
-
-
-@pytest.fixture
-def eight_lesions(dataset, media):
-    """Eight one-lesion cases (no model): enough lesions for orders to differ."""
-    for n in range(8):
-        dataset.add_case(f"C{n}", patient=f"P{n}", lesions=(("L1", CLASSES[n % 7]),), split="test")
-    dataset.write_manifest()
-    import_dataset(dataset.root, dataset="trial")
-    return list(Lesion.objects.all())
 
 
 def new_study(lesions, readers=(), **fields) -> ReaderStudy:
@@ -345,7 +334,7 @@ def test_the_home_page_lists_my_studies_with_progress(client, eight_lesions):
     assert client.get(f"/studies/{study.public_id}/read/").status_code == 200
 
 
-def test_make_demo_studies_needs_an_active_model_then_assigns_the_six_demo_readers(predicted):
+def test_make_demo_studies_needs_an_active_model_then_assigns_the_demo_readers_and_simulates_one(predicted):
     import json
 
     from django.core.management.base import CommandError
@@ -360,10 +349,11 @@ def test_make_demo_studies_needs_an_active_model_then_assigns_the_six_demo_reade
     out = io.StringIO()
     call_command("make_demo_studies", stdout=out)
     call_command("make_demo_studies", stdout=out)  # idempotent
-    assert ReaderStudy.objects.count() == 3 and Assignment.objects.count() == 18
+    assert ReaderStudy.objects.count() == 4 and Assignment.objects.count() == 24
+    simulated = ReaderStudy.objects.get(name__startswith="Demo (simulated reads)")
+    assert not simulated.is_open and Read.objects.filter(assignment__study=simulated).count() == 6 * 3 * 2
     assert {s.model_version.name for s in ReaderStudy.objects.all()} == {"tiny-secret-model"}
     type(predicted[0].predictions.first().model_version).objects.update(is_active=False)
-    ReaderStudy.objects.all().delete()
     with pytest.raises(CommandError, match="no active model version"):
         call_command("make_demo_studies", stdout=out)
 

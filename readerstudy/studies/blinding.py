@@ -12,9 +12,11 @@ nothing else decides. Reads are only ever looked up through the asking reader's 
   already given an aided read of it ("feedback").
 - The reference diagnosis: in practice studies with reference feedback, once every read of the lesion
   is locked.
+- A study's results (dashboards, exports, report): its owner and the study admins granted it, and
+  superusers; never a reader of it.
 """
 
-from readerstudy.studies.models import Assignment, Design, Feedback, Phase, ReaderStudy
+from readerstudy.studies.models import STUDY_ADMINS_GROUP, Assignment, Design, Feedback, Phase, ReaderStudy
 from readerstudy.studies.workflow import first_reads, pending_phases, progress
 
 MODEL, SALIENCY, REFERENCE = "model", "saliency", "reference"
@@ -62,3 +64,16 @@ def is_assist(assignment: Assignment, lesion_id: int) -> bool:
 
 def _assists(task, lesion_id: int) -> bool:
     return task is not None and task.lesion_id == lesion_id and task.phase == Phase.AIDED
+
+
+def may_administer(user, study: ReaderStudy) -> bool:
+    """True for a superuser, and for the study's owner or a granted study admin who is in the study admins
+    group and not one of its readers."""
+    if not user.is_authenticated:
+        return False
+    if user.is_superuser:
+        return True
+    if study.assignments.filter(reader__user=user).exists():
+        return False
+    is_admin = user.groups.filter(name=STUDY_ADMINS_GROUP).exists()
+    return is_admin and (study.owner_id == user.pk or study.admins.filter(pk=user.pk).exists())

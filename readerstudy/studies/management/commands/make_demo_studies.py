@@ -3,7 +3,8 @@
 Run after ``make_demo`` and after a model version is active (``make run`` does both first), so that the
 studies pin it. Creates, once each, with every demo reader assigned in their own group: a study with the
 model's output and saliency after each read, a sequential AI-assisted study, and a practice study that also
-shows the reference diagnosis. Safe to run again.
+shows the reference diagnosis; and a closed, clearly labelled study whose reads are simulated from reader
+profiles (``readerstudy.studies.simulation``) for the dashboards. Safe to run again.
 """
 
 import json
@@ -16,6 +17,7 @@ from readerstudy.cases.models import Lesion
 from readerstudy.predictions.models import ModelVersion
 from readerstudy.studies.management.commands.make_demo import ACCOUNTS_FILE
 from readerstudy.studies.models import Assignment, Design, Feedback, Reader, ReaderStudy
+from readerstudy.studies.simulation import simulate_reads
 
 FIELD_OF_VIEW_MM = 120.0
 DEMO_STUDIES = (
@@ -27,6 +29,10 @@ DEMO_STUDIES = (
      "feedback": Feedback.REFERENCE, "practice": True, "allow_revisit": True,
      "instructions": "Practice: after each read you see the model's output and the reference diagnosis."},
 )  # fmt: skip
+SIMULATED_STUDY = {
+    "name": "Demo (simulated reads): sequential AI-assisted", "design": Design.SEQUENTIAL, "is_open": False,
+    "instructions": "Not for reading: its reads are simulated from reader profiles, for the dashboards.",
+}  # fmt: skip
 
 
 class Command(BaseCommand):
@@ -45,7 +51,7 @@ class Command(BaseCommand):
         owner = get_user_model().objects.filter(username="studyadmin").first()
         accounts = json.loads(ACCOUNTS_FILE.read_text())
         readers = Reader.objects.filter(user__username__in=[a["username"] for a in accounts if "group" in a])
-        for spec in DEMO_STUDIES:
+        for spec in (*DEMO_STUDIES, SIMULATED_STUDY):
             study, created = ReaderStudy.objects.get_or_create(
                 name=spec["name"], defaults={**spec, "owner": owner, "field_of_view_mm": FIELD_OF_VIEW_MM}
             )
@@ -53,4 +59,6 @@ class Command(BaseCommand):
                 study.lesions.set(lesions)
             for reader in readers:
                 Assignment.assign(study, reader)
+            if spec is SIMULATED_STUDY:
+                simulate_reads(study)
             self.stdout.write(f"{study.name}: {study.lesions.count()} lesions, {study.assignments.count()} readers")

@@ -1,0 +1,35 @@
+"""Study admins' downloads of a study's results; readers and other users get 404."""
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse
+from django.utils.text import slugify
+from django.views.decorators.http import require_GET
+
+from readerstudy.analysis.data import reads_frame
+from readerstudy.analysis.exports import to_csv, to_xlsx
+from readerstudy.studies.blinding import may_administer
+from readerstudy.studies.models import ReaderStudy
+
+FORMATS = {
+    "csv": (to_csv, "text/csv; charset=utf-8"),
+    "xlsx": (to_xlsx, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+}
+
+
+def administered_study(request, study_id: str) -> ReaderStudy:
+    study = ReaderStudy.objects.filter(public_id=study_id).first()
+    if study is None or not may_administer(request.user, study):
+        raise Http404("No study you administer has this id.")
+    return study
+
+
+@login_required
+@require_GET
+def export_reads(request, study_id, fmt):
+    """Every first read of the study joined with lesion, reader and model data (``?all=1``: amendments too)."""
+    study = administered_study(request, study_id)
+    write, content_type = FORMATS[fmt]
+    frame = reads_frame(study, first_only=request.GET.get("all") != "1")
+    response = HttpResponse(write(frame), content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{slugify(study.name)}-reads.{fmt}"'
+    return response
