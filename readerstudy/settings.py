@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "readerstudy.cases",
     "readerstudy.studies",
     "readerstudy.predictions",
+    "readerstudy.analysis",
 ]
 
 MIDDLEWARE = [

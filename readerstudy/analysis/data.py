@@ -44,6 +44,8 @@ def reads_frame(study: ReaderStudy, first_only: bool = True) -> pd.DataFrame:
     frame["diagnosis_malignant"] = frame["diagnosis_index"].map(is_malignant).astype(bool)
     frame["correct"] = frame["label_index"] == frame["diagnosis_index"]
     frame["correct_malignant"] = frame["label_malignant"] == frame["diagnosis_malignant"]
+    for column in ("shown_at", "submitted_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
     frame["seconds"] = (frame["submitted_at"] - frame["shown_at"]).dt.total_seconds()
     frame["model_output_shown"] = frame["model_output_shown"].notna()
     frame["field_strength_t"] = frame["field_strength_t"].astype(float)

@@ -1,12 +1,16 @@
-"""Study admins' downloads of a study's results; readers and other users get 404."""
+"""Study admins' dashboard and downloads of a study's results; readers and other users get 404."""
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
+from django.shortcuts import render
+from django.utils.safestring import mark_safe
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET
 
 from readerstudy.analysis.data import reads_frame
 from readerstudy.analysis.exports import to_csv, to_xlsx
+from readerstudy.analysis.figures import accuracy_figure, confusion_figure, roc_figure
+from readerstudy.analysis.summary import study_results
 from readerstudy.studies.blinding import may_administer
 from readerstudy.studies.models import ReaderStudy
 
@@ -33,3 +37,27 @@ def export_reads(request, study_id, fmt):
     response = HttpResponse(write(frame), content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{slugify(study.name)}-reads.{fmt}"'
     return response
+
+
+@login_required
+@require_GET
+def dashboard(request, study_id):
+    """Results of the study's first unaided reads (``?phase=aided`` for the aided ones) and the model."""
+    study = administered_study(request, study_id)
+    phase = "aided" if request.GET.get("phase") == "aided" else "unaided"
+    results = study_results(study, phase)
+    model = results["model"]
+    confusions = {"Model": model["confusion"]} if model else {}
+    confusions |= {f"{group} (pooled)": matrix for group, matrix in results["confusions"].items()}
+    figures = {}
+    if not results["readers"].empty:
+        model_accuracy = model["accuracy"].estimate if model else None
+        figures["accuracy"] = accuracy_figure(results["readers"], results["groups"], model_accuracy)
+        figures["roc"] = roc_figure(model, results["operating_points"])
+    if confusions:
+        figures["confusion"] = confusion_figure(confusions)
+    tables = {name: results[name].to_dict("records") for name in ("readers", "groups", "kappa", "comparisons",
+                                                                   "ai_effect", "progress")}  # fmt: skip
+    context = {"study": study, "phase": phase, "tables": tables, "model": model, "n_reads": results["n_reads"],
+               "figures": {k: mark_safe(v) for k, v in figures.items()}}  # fmt: skip
+    return render(request, "analysis/dashboard.html", context)

@@ -1,0 +1,31 @@
+"""Number formats of the results pages: per cent, p-values."""
+
+import math
+
+from django import template
+
+register = template.Library()
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@register.filter
+def pct(value, digits: int = 1) -> str:
+    """0.8214 → "82.1 %"; missing → "–"."""
+    return "–" if _missing(value) else f"{100 * float(value):.{digits}f} %"
+
+
+@register.filter
+def pvalue(value) -> str:
+    """p to three decimals, "< 0.001" below that; missing → "–"."""
+    if _missing(value):
+        return "–"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+@register.filter
+def known(value) -> bool:
+    """False for a missing value (None or NaN)."""
+    return not _missing(value)
