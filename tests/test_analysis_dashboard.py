@@ -1,5 +1,7 @@
 """The study's results: summary tables from simulated reads, the cache, and the study admin's dashboard."""
 
+import numpy as np
+import pandas as pd
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -7,8 +9,10 @@ from django.core.cache import cache
 from test_reading import make_reader, new_study
 from test_training import one_thread  # noqa: F401 (autouse: tiny networks run faster on one thread)
 
+from inference.domain import CLASSES, READER_GROUPS
 from readerstudy.analysis.data import reads_frame
-from readerstudy.analysis.summary import results_key, study_results
+from readerstudy.analysis.mrmc import model_vs_readers, or_analysis
+from readerstudy.analysis.summary import results_key, study_results, summarise
 from readerstudy.studies.models import STUDY_ADMINS_GROUP, Read
 from readerstudy.studies.simulation import simulate_reads
 
@@ -51,6 +55,7 @@ def test_the_summary_tables_agree_with_the_reads(simulated):
     comparisons = results["comparisons"]
     assert set(comparisons.loc[comparisons["level"] == "reader", "who"]) == {"res1", "res2", "gen1", "aca1"}
     assert results["model"]["n"] == 3 and results["model"]["confusion"].sum() == 3
+    assert results["mrmc"] == {}  # three lesions: too few for MRMC (two benign and two malignant needed)
 
 
 def test_the_cached_results_follow_new_reads(simulated):
@@ -71,3 +76,44 @@ def test_the_dashboard_is_the_study_admins_and_draws_its_figures(client, simulat
     assert f"/studies/{simulated.public_id}/dashboard/" in client.get("/").content.decode()
     client.force_login(simulated.assignments.first().reader.user)
     assert client.get(url).status_code == 404
+
+
+def synthetic(readers=4, lesions=12, seed=3):
+    """Tidy reads (unaided and aided) and a model table, as ``reads_frame`` and ``model_frame`` give them."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(lesions) % 7
+    malignant = np.isin(labels, [4, 5, 6])
+    rows = []
+    for r in range(readers):
+        for phase, shift in (("unaided", 0), ("aided", 10)):
+            for n, label in enumerate(labels):
+                diagnosis = label if rng.random() < 0.7 else (label + 1) % 7
+                rows.append({"reader": f"r{r}", "group": READER_GROUPS[r % 3], "lesion": f"L{n}", "phase": phase,
+                             "label_index": label, "diagnosis_index": diagnosis, "label_malignant": malignant[n],
+                             "diagnosis_malignant": diagnosis >= 4, "correct": diagnosis == label,
+                             "correct_malignant": (diagnosis >= 4) == malignant[n],
+                             "malignancy": float(np.clip(50 + (30 + shift) * (2 * malignant[n] - 1)
+                                                         + rng.normal(0, 25), 0, 100))})  # fmt: skip
+    p = rng.dirichlet(np.ones(7), lesions)
+    model = pd.DataFrame({"lesion": [f"L{n}" for n in range(lesions)], "label_index": labels,
+                          "model_class": [CLASSES[i] for i in p.argmax(1)], "model_p_malignant": p[:, 4:].sum(1),
+                          **{f"p_{c}": p[:, k] for k, c in enumerate(CLASSES)}})  # fmt: skip
+    model["model_malignant"] = model["model_p_malignant"] > 0.5
+    model["model_correct"] = model["model_class"].map(CLASSES.index) == labels
+    model["model_correct_malignant"] = model["model_malignant"] == malignant
+    return pd.DataFrame(rows), model
+
+
+def test_the_mrmc_sections_are_the_or_analyses_of_the_crossed_ratings():
+    reads, model = synthetic()
+    results = summarise(reads, model)
+    by_phase = [reads[reads["phase"] == phase].pivot_table(index="reader", columns="lesion", values="malignancy")
+                for phase in ("unaided", "aided")]  # fmt: skip
+    ratings = np.stack([table.to_numpy() for table in by_phase], axis=1)  # readers and lesions sorted by name
+    truth = model.set_index("lesion").sort_index()["label_index"].isin([4, 5, 6]).to_numpy()
+    expected = or_analysis(ratings, truth)
+    assert results["mrmc"]["aided_vs_unaided"].rrrc.test.f == pytest.approx(expected.rrrc.test.f)
+    scores = model.set_index("lesion").sort_index()["model_p_malignant"].to_numpy()
+    direct = model_vs_readers(ratings[:, 0, :], scores, truth)
+    assert results["mrmc"]["model_vs_readers"].difference.p == pytest.approx(direct.difference.p)
+    assert results["mrmc"]["aided_vs_unaided"].auc.mean() > 0.5

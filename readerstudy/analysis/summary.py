@@ -17,6 +17,7 @@ from inference.domain import CLASSES, READER_GROUPS, is_malignant
 from readerstudy.analysis.agreement import cohen_kappa
 from readerstudy.analysis.data import model_frame, reads_frame
 from readerstudy.analysis.metrics import accuracy, confusion_matrix, wilson_modified
+from readerstudy.analysis.mrmc import model_vs_readers, or_analysis
 from readerstudy.analysis.paired import mcnemar, switch_matrix, unpaired_proportions
 from readerstudy.analysis.roc import auc_delong, one_vs_rest_auc, operating_point, roc_points
 from readerstudy.studies.models import Read, ReaderStudy
@@ -103,7 +104,7 @@ def kappa_table(reads: pd.DataFrame, model: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["comparison", "a", "b", "n", "kappa", "z", "p", "low", "high"])
 
 
-def model_vs_readers(reads: pd.DataFrame, model: pd.DataFrame) -> pd.DataFrame:
+def model_vs_readers_table(reads: pd.DataFrame, model: pd.DataFrame) -> pd.DataFrame:
     """Per reader: McNemar (exact and mid-p) of the model against the reader on the lesions both read, with
     the paired difference in accuracy (model − reader) and its CI; per group: the paper's unpaired
     chi-square / Fisher comparison of the model's accuracy with the group's pooled accuracy."""
@@ -173,20 +174,56 @@ def results_key(study: ReaderStudy, phase: str) -> str:
     return f"study-results:{study.pk}:{phase}:{data_version(study)}"
 
 
+def mrmc_ratings(reads: pd.DataFrame, phases: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+    """ratings[reader, phase, lesion] of the malignancy likelihood on the lesions every reader read in every
+    phase (a fully crossed design), truth[lesion] malignant, and those lesions' ids."""
+    wanted = reads[reads["phase"].isin(phases)]
+    table = wanted.pivot_table(index=["reader", "phase"], columns="lesion", values="malignancy", aggfunc="first")
+    full = pd.MultiIndex.from_product([sorted(wanted["reader"].unique()), phases])
+    table = table.reindex(full).dropna(axis=1)
+    ratings = table.to_numpy(float).reshape(len(full) // len(phases), len(phases), len(table.columns))
+    truth = wanted.groupby("lesion")["label_malignant"].first().reindex(table.columns).to_numpy(bool)
+    return ratings, truth, table.columns
+
+
+def mrmc(all_reads: pd.DataFrame, model: pd.DataFrame, phase: str) -> dict:
+    """Obuchowski-Rockette MRMC (Hillis ddf) on the malignancy likelihood: (a) aided vs unaided reading across
+    readers, where the study has both; (b) the model's P(malignant) vs the readers' ``phase`` reads (Hillis
+    2007 §5.3). Each needs two readers, and two benign and two malignant lesions read by all of them."""
+
+    def analysable(ratings, truth) -> bool:
+        return ratings.shape[0] >= 2 and min(truth.sum(), (~truth).sum()) >= 2
+
+    result = {}
+    ratings, truth, _ = mrmc_ratings(all_reads, ("unaided", "aided"))
+    if analysable(ratings, truth):
+        result["aided_vs_unaided"] = or_analysis(ratings, truth)
+    ratings, truth, lesions = mrmc_ratings(all_reads, (phase,))
+    scores = model.set_index("lesion")["model_p_malignant"].reindex(lesions)
+    if analysable(ratings, truth) and scores.notna().all():
+        result["model_vs_readers"] = model_vs_readers(ratings[:, 0, :], scores.to_numpy(float), truth)
+    return result
+
+
+def summarise(all_reads: pd.DataFrame, model: pd.DataFrame, phase: str = "unaided") -> dict:
+    """Every table and figure input of a study's results, from its reads and model tables."""
+    reads = all_reads[all_reads["phase"] == phase]
+    readers = per_reader(reads)
+    return {
+        "readers": readers, "groups": per_group(reads, readers), "model": model_results(model),
+        "confusions": group_confusions(reads), "kappa": kappa_table(reads, model),
+        "comparisons": model_vs_readers_table(reads, model), "ai_effect": ai_effect(all_reads),
+        "operating_points": reader_operating_points(reads), "mrmc": mrmc(all_reads, model, phase),
+        "n_reads": len(all_reads),
+    }  # fmt: skip
+
+
 def study_results(study: ReaderStudy, phase: str = "unaided") -> dict:
-    """Every table and figure input of the study's dashboard (cached per data version)."""
+    """``summarise`` of the study's first reads, cached per data version; progress is live, never cached."""
     key = results_key(study, phase)
     results = cache.get(key)
     if results is None:
-        all_reads, model = reads_frame(study), model_frame(study)
-        reads = all_reads[all_reads["phase"] == phase]
-        readers = per_reader(reads)
-        results = {
-            "readers": readers, "groups": per_group(reads, readers), "model": model_results(model),
-            "confusions": group_confusions(reads), "kappa": kappa_table(reads, model),
-            "comparisons": model_vs_readers(reads, model), "ai_effect": ai_effect(all_reads),
-            "operating_points": reader_operating_points(reads), "n_reads": len(all_reads),
-        }  # fmt: skip
+        results = summarise(reads_frame(study), model_frame(study), phase)
         cache.set(key, results, timeout=None)
-    results["progress"] = progress_table(study)  # live, never cached
+    results["progress"] = progress_table(study)
     return results

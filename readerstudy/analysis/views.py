@@ -58,6 +58,27 @@ def dashboard(request, study_id):
         figures["confusion"] = confusion_figure(confusions)
     tables = {name: results[name].to_dict("records") for name in ("readers", "groups", "kappa", "comparisons",
                                                                    "ai_effect", "progress")}  # fmt: skip
+    tables["mrmc"] = mrmc_rows(results["mrmc"])
     context = {"study": study, "phase": phase, "tables": tables, "model": model, "n_reads": results["n_reads"],
                "figures": {k: mark_safe(v) for k, v in figures.items()}}  # fmt: skip
     return render(request, "analysis/dashboard.html", context)
+
+
+def mrmc_rows(mrmc: dict) -> list[dict]:
+    """The MRMC section's rows: what was compared, the AUCs, the difference with its CI, F or t², ddf, p."""
+    rows = []
+    if "aided_vs_unaided" in mrmc:
+        result = mrmc["aided_vs_unaided"]
+        unaided, aided = result.rrrc.modalities
+        d = result.rrrc.differences[(0, 1)]  # unaided − aided
+        rows.append({"comparison": "aided − unaided reading (readers random, cases random)",
+                     "first": unaided.estimate, "second": aided.estimate, "difference": -d.estimate,
+                     "low": -d.high, "high": -d.low, "f": result.rrrc.test.f, "ddf": result.rrrc.test.ddf,
+                     "p": result.rrrc.test.p})  # fmt: skip
+    if "model_vs_readers" in mrmc:
+        result = mrmc["model_vs_readers"]
+        d = result.difference
+        rows.append({"comparison": "mean reader − model (Hillis 2007, readers random)",
+                     "first": result.model_auc, "second": result.mean_reader_auc, "difference": d.estimate,
+                     "low": d.low, "high": d.high, "f": d.statistic**2, "ddf": d.df, "p": d.p})  # fmt: skip
+    return rows
