@@ -12,7 +12,8 @@ from test_training import one_thread  # noqa: F401 (autouse: tiny networks run f
 from inference.domain import CLASSES, READER_GROUPS
 from readerstudy.analysis.data import reads_frame
 from readerstudy.analysis.mrmc import model_vs_readers, or_analysis
-from readerstudy.analysis.summary import results_key, study_results, summarise
+from readerstudy.analysis.results import summarise
+from readerstudy.analysis.summary import results_key, study_results
 from readerstudy.studies.models import STUDY_ADMINS_GROUP, Read
 from readerstudy.studies.simulation import simulate_reads
 

@@ -1,0 +1,70 @@
+"""Analysis benchmark: a study's full results recomputed from its tidy tables (``summarise``: per-reader and
+group accuracy, model metrics and AUCs, confusion matrices, every kappa pair, McNemar per reader, the AI
+effect, operating points and both OR MRMC analyses), on synthetic reads of both phases.
+
+    .venv/bin/python bench/analysis_bench.py [--readers 6 --lesions 113] [--readers 100 --lesions 10000]
+
+Prints the wall time and the process's peak resident memory (ru_maxrss). Goals: 6 × 113 × 2 phases ≤ 1 s;
+100 × 10 000 × 2 ≤ 30 s and ≤ 2 GB.
+"""
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from inference.domain import CLASSES, MALIGNANT_CLASSES, READER_GROUPS  # noqa: E402
+from readerstudy.analysis.results import summarise  # noqa: E402
+
+MALIGNANT = np.array([c in MALIGNANT_CLASSES for c in CLASSES])
+
+
+def synthetic(readers: int, lesions: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reads (readers × lesions × unaided/aided; right with probability 0.75) and a model table."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 7, lesions)
+    frames = []
+    for phase in ("unaided", "aided"):
+        truth = np.tile(labels, readers)
+        wrong = rng.random(truth.size) > 0.75
+        diagnosis = np.where(wrong, (truth + rng.integers(1, 7, truth.size)) % 7, truth)
+        likelihood = np.clip(50 + 30 * (2 * MALIGNANT[truth] - 1) + rng.normal(0, 25, truth.size), 0, 100)
+        reader = np.repeat(np.arange(readers), lesions)
+        frames.append(pd.DataFrame({
+            "reader": np.char.add("reader", reader.astype(str)), "group": np.array(READER_GROUPS)[reader % 3],
+            "lesion": np.char.add("L", np.tile(np.arange(lesions), readers).astype(str)),
+            "phase": phase, "label_index": truth, "diagnosis_index": diagnosis, "label_malignant": MALIGNANT[truth],
+            "diagnosis_malignant": MALIGNANT[diagnosis], "correct": diagnosis == truth,
+            "correct_malignant": MALIGNANT[diagnosis] == MALIGNANT[truth], "malignancy": likelihood.round(),
+        }))  # fmt: skip
+    p = rng.dirichlet(np.ones(7), lesions)
+    model = pd.DataFrame({"lesion": np.char.add("L", np.arange(lesions).astype(str)), "label_index": labels,
+                          "model_class": np.array(CLASSES)[p.argmax(1)], "model_p_malignant": p[:, MALIGNANT].sum(1),
+                          **{f"p_{c}": p[:, k] for k, c in enumerate(CLASSES)}})  # fmt: skip
+    model["model_malignant"] = model["model_p_malignant"] > 0.5
+    model["model_correct"] = p.argmax(1) == labels
+    model["model_correct_malignant"] = model["model_malignant"] == MALIGNANT[labels]
+    return pd.concat(frames, ignore_index=True), model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readers", type=int, default=6)
+    parser.add_argument("--lesions", type=int, default=113)
+    args = parser.parse_args()
+    reads, model = synthetic(args.readers, args.lesions)
+    started = time.perf_counter()
+    results = summarise(reads, model)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{args.readers} readers × {args.lesions} lesions × 2 phases ({len(reads)} reads): {seconds:.2f} s, "
+          f"peak RSS {peak:.0f} MB; {len(results['kappa'])} kappa pairs, MRMC: {sorted(results['mrmc'])}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
