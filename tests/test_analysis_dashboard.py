@@ -12,7 +12,8 @@ from test_training import one_thread  # noqa: F401 (autouse: tiny networks run f
 from inference.domain import CLASSES, READER_GROUPS
 from readerstudy.analysis.data import reads_frame
 from readerstudy.analysis.mrmc import model_vs_readers, or_analysis
-from readerstudy.analysis.results import summarise
+from readerstudy.analysis.mrmc_files import read_imrmc, read_rjafroc_xlsx
+from readerstudy.analysis.results import mrmc_ratings, summarise
 from readerstudy.analysis.summary import results_key, study_results
 from readerstudy.studies.models import STUDY_ADMINS_GROUP, Read
 from readerstudy.studies.simulation import simulate_reads
@@ -118,3 +119,21 @@ def test_the_mrmc_sections_are_the_or_analyses_of_the_crossed_ratings():
     direct = model_vs_readers(ratings[:, 0, :], scores, truth)
     assert results["mrmc"]["model_vs_readers"].difference.p == pytest.approx(direct.difference.p)
     assert results["mrmc"]["aided_vs_unaided"].auc.mean() > 0.5
+
+
+def test_the_report_lays_out_tables_3_and_4_and_figures_2_to_4(client, simulated):
+    client.force_login(simulated.owner)
+    page = client.get(f"/studies/{simulated.public_id}/report/").content.decode()
+    for heading in ("Table 3.", "Figure 2.", "Figure 3.", "Figure 4.", "Table 4."):
+        assert heading in page
+    assert page.count("<svg") == 3 and "benign vs malignant" in page and "res1 – res2" in page
+
+
+def test_the_mrmc_files_carry_every_reader_and_phase_of_the_malignancy_likelihood(client, simulated):
+    client.force_login(simulated.owner)
+    expected, truth, _ = mrmc_ratings(reads_frame(simulated), ("unaided", "aided"))
+    imrmc = read_imrmc(client.get(f"/studies/{simulated.public_id}/export/malignancy.imrmc").content.decode())
+    rjafroc = read_rjafroc_xlsx(client.get(f"/studies/{simulated.public_id}/export/malignancy.xlsx").content)
+    for data in (imrmc, rjafroc):
+        assert data.readers == ["aca1", "gen1", "res1", "res2"] and data.modalities == ["unaided", "aided"]
+        assert np.array_equal(data.ratings, expected) and np.array_equal(data.truth, truth)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from inference.domain import CLASSES, READER_GROUPS, is_malignant
 from readerstudy.analysis.agreement import cohen_kappa
-from readerstudy.analysis.metrics import accuracy, confusion_matrix, wilson_modified
+from readerstudy.analysis.metrics import accuracy, binary_metrics, confusion_matrix, one_vs_rest, wilson_modified
 from readerstudy.analysis.mrmc import model_vs_readers, or_analysis
 from readerstudy.analysis.paired import mcnemar, switch_matrix, unpaired_proportions
 from readerstudy.analysis.roc import auc_delong, one_vs_rest_auc, operating_point, roc_points
@@ -47,16 +47,18 @@ def per_group(reads: pd.DataFrame, readers: pd.DataFrame) -> pd.DataFrame:
 
 
 def model_results(model: pd.DataFrame) -> dict:
-    """The model on the study's lesions with a finished prediction: accuracy (seven-way, two-way), confusion
-    matrix, two-way AUC (P(malignant) of the binary head) with its ROC points, one-vs-rest AUCs."""
+    """The model on the study's lesions with a finished prediction: seven-way accuracy and confusion matrix,
+    the binary head's benign/malignant metrics, its AUC (P(malignant)) with ROC points, one-vs-rest AUCs."""
     done = model[model["model_class"].notna()]
     if done.empty:
         return {}
     truth = done["label_index"].to_numpy()
     matrix = confusion_matrix(truth, done["model_class"].map(CLASSES.index).to_numpy())
     malignant = done["label_index"].map(is_malignant).to_numpy(bool)
-    result = {"n": len(done), "accuracy": accuracy(matrix), "confusion": matrix,
-              "accuracy_two_way": wilson_modified(int(done["model_correct_malignant"].sum()), len(done))}  # fmt: skip
+    called = done["model_malignant"].to_numpy(bool)
+    counts = [int(np.sum(called & malignant)), int(np.sum(called & ~malignant)),
+              int(np.sum(~called & ~malignant)), int(np.sum(~called & malignant))]  # fmt: skip
+    result = {"n": len(done), "accuracy": accuracy(matrix), "confusion": matrix, "two_way": binary_metrics(*counts)}
     auc = auc_delong(done["model_p_malignant"].to_numpy(float), malignant) if 0 < malignant.sum() < len(done) else None
     if auc is not None and auc.reason is None:
         result["auc_two_way"] = auc
@@ -65,6 +67,19 @@ def model_results(model: pd.DataFrame) -> dict:
         probabilities = done[[f"p_{c}" for c in CLASSES]].to_numpy(float)
         result["auc_one_vs_rest"] = one_vs_rest_auc(probabilities, truth)
     return result
+
+
+def model_table(model: dict) -> pd.DataFrame:
+    """The paper's Table 3 for the model: per class (one-vs-rest, from the seven-way confusion matrix) and for
+    benign vs malignant (the binary head's call), the AUC and accuracy, sensitivity, specificity, PPV, NPV, LR+
+    and LR− with 95 % CIs."""
+    if not model:
+        return pd.DataFrame()
+    ovr = model.get("auc_one_vs_rest")
+    rows = [{"task": name, "auc": ovr.per_class[name] if ovr else None, **metrics}
+            for name, metrics in one_vs_rest(model["confusion"]).items()]  # fmt: skip
+    rows.append({"task": "benign vs malignant", "auc": model.get("auc_two_way"), **model["two_way"]})
+    return pd.DataFrame(rows)
 
 
 def group_confusions(reads: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -184,8 +199,10 @@ def summarise(all_reads: pd.DataFrame, model: pd.DataFrame, phase: str = "unaide
     """Every table and figure input of a study's results, from its reads and model tables."""
     reads = all_reads[all_reads["phase"] == phase]
     readers = per_reader(reads)
+    model_summary = model_results(model)
     return {
-        "readers": readers, "groups": per_group(reads, readers), "model": model_results(model),
+        "readers": readers, "groups": per_group(reads, readers), "model": model_summary,
+        "model_table": model_table(model_summary),
         "confusions": group_confusions(reads), "kappa": kappa_table(reads, model),
         "comparisons": model_vs_readers_table(reads, model), "ai_effect": ai_effect(all_reads),
         "operating_points": reader_operating_points(reads), "mrmc": mrmc(all_reads, model, phase),

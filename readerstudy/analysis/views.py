@@ -10,6 +10,8 @@ from django.views.decorators.http import require_GET
 from readerstudy.analysis.data import reads_frame
 from readerstudy.analysis.exports import to_csv, to_xlsx
 from readerstudy.analysis.figures import accuracy_figure, confusion_figure, roc_figure
+from readerstudy.analysis.mrmc_files import write_imrmc, write_rjafroc_xlsx
+from readerstudy.analysis.results import mrmc_ratings
 from readerstudy.analysis.summary import study_results
 from readerstudy.studies.blinding import may_administer
 from readerstudy.studies.models import ReaderStudy
@@ -39,10 +41,9 @@ def export_reads(request, study_id, fmt):
     return response
 
 
-@login_required
-@require_GET
-def dashboard(request, study_id):
-    """Results of the study's first unaided reads (``?phase=aided`` for the aided ones) and the model."""
+def results_context(request, study_id) -> dict:
+    """What the dashboard and the report show: the results of the study's first unaided reads (``?phase=aided``
+    for the aided ones), their tables and figures."""
     study = administered_study(request, study_id)
     phase = "aided" if request.GET.get("phase") == "aided" else "unaided"
     results = study_results(study, phase)
@@ -56,12 +57,48 @@ def dashboard(request, study_id):
         figures["roc"] = roc_figure(model, results["operating_points"])
     if confusions:
         figures["confusion"] = confusion_figure(confusions)
-    tables = {name: results[name].to_dict("records") for name in ("readers", "groups", "kappa", "comparisons",
-                                                                   "ai_effect", "progress")}  # fmt: skip
+    names = ("readers", "groups", "kappa", "comparisons", "ai_effect", "progress", "model_table")
+    tables = {name: results[name].to_dict("records") for name in names}
     tables["mrmc"] = mrmc_rows(results["mrmc"])
-    context = {"study": study, "phase": phase, "tables": tables, "model": model, "n_reads": results["n_reads"],
-               "figures": {k: mark_safe(v) for k, v in figures.items()}}  # fmt: skip
-    return render(request, "analysis/dashboard.html", context)
+    return {"study": study, "phase": phase, "tables": tables, "model": model, "n_reads": results["n_reads"],
+            "figures": {k: mark_safe(v) for k, v in figures.items()}}  # fmt: skip
+
+
+@login_required
+@require_GET
+def export_mrmc(request, study_id, fmt):
+    """The benign-vs-malignant task on the malignancy likelihood, every phase read by every reader on the
+    lesions all of them read, as iMRMC input (``.imrmc``) or an RJafroc workbook; cases are numbered 1..N in
+    the order of their lesion ids (``reads.csv`` maps them)."""
+    study = administered_study(request, study_id)
+    reads = reads_frame(study)
+    phases = tuple(p for p in ("unaided", "aided") if p in set(reads["phase"]))
+    ratings, truth, lesions = mrmc_ratings(reads, phases)
+    if not phases or ratings.size == 0:
+        raise Http404("No lesion has been read by every reader yet.")
+    readers = sorted(reads["reader"].unique())
+    cases = [str(n) for n in range(1, len(lesions) + 1)]
+    if fmt == "imrmc":
+        body, content_type = write_imrmc(ratings, truth, readers, phases, cases, title=study.name), "text/plain"
+    else:
+        body = write_rjafroc_xlsx(ratings, truth, readers, phases, cases)
+        content_type = FORMATS["xlsx"][1]
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{slugify(study.name)}-malignancy.{fmt}"'
+    return response
+
+
+@login_required
+@require_GET
+def dashboard(request, study_id):
+    return render(request, "analysis/dashboard.html", results_context(request, study_id))
+
+
+@login_required
+@require_GET
+def report(request, study_id):
+    """The printable study report: the paper's Tables 3 and 4 and Figures 2-4 for this study's data."""
+    return render(request, "analysis/report.html", results_context(request, study_id))
 
 
 def mrmc_rows(mrmc: dict) -> list[dict]:

@@ -29,3 +29,15 @@ def pvalue(value) -> str:
 def known(value) -> bool:
     """False for a missing value (None or NaN)."""
     return not _missing(value)
+
+
+@register.filter
+def split(value: str) -> list[str]:
+    """ "a b c" → ["a", "b", "c"]."""
+    return value.split()
+
+
+@register.filter
+def get(mapping, key):
+    """mapping[key] (None when absent), for keys chosen in the template."""
+    return mapping.get(key) if hasattr(mapping, "get") else None
