@@ -137,3 +137,16 @@ def test_the_mrmc_files_carry_every_reader_and_phase_of_the_malignancy_likelihoo
     for data in (imrmc, rjafroc):
         assert data.readers == ["aca1", "gen1", "res1", "res2"] and data.modalities == ["unaided", "aided"]
         assert np.array_equal(data.ratings, expected) and np.array_equal(data.truth, truth)
+
+
+def test_the_results_api_gives_the_dashboards_numbers_to_the_study_admin_only(client, simulated):
+    url = f"/api/studies/{simulated.public_id}/results/"
+    client.force_login(simulated.owner)
+    body = client.get(url).json()
+    html_results = study_results(simulated)
+    assert [r["reader"] for r in body["readers"]] == list(html_results["readers"]["reader"])
+    assert body["readers"][0]["accuracy"] == pytest.approx(html_results["readers"]["accuracy"].iloc[0])
+    assert body["model"]["accuracy"]["estimate"] == pytest.approx(html_results["model"]["accuracy"].estimate)
+    assert len(body["model"]["confusion"]) == 7 and body["n_reads"] == 24
+    client.force_login(simulated.assignments.first().reader.user)
+    assert client.get(url).status_code == 404

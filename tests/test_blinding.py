@@ -27,8 +27,10 @@ ENDPOINTS = {
     "heat": "/studies/{s}/lesions/{l}/PVP.heat.nii.gz",
     "schema": "/api/schema/",
     "export": "/studies/{s}/export/reads.csv",
+    "dashboard": "/studies/{s}/dashboard/",
+    "results": "/api/studies/{s}/results/",
 }
-HTML = {"home", "reading page", "export"}
+HTML = {"home", "reading page", "export", "dashboard"}
 VOLUMES = {"image", "mask", "heat"}
 ROLES = ("reader before read", "reader after read", "unassigned reader", "study admin", "anonymous")
 
@@ -41,7 +43,7 @@ def expected_status(role: str, state: str, endpoint: str) -> int:
         return 403 if endpoint not in HTML | VOLUMES else 302
     if endpoint in {"home", "my studies"}:
         return 200
-    if endpoint == "export":  # results are the owner's and granted admins' (this admin is neither)
+    if endpoint in {"export", "dashboard", "results"}:  # the owner's and granted admins' (this admin is neither)
         return 404
     if role in {"unassigned reader", "study admin"} or state == "closed":
         return 404
