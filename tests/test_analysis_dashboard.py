@@ -150,3 +150,10 @@ def test_the_results_api_gives_the_dashboards_numbers_to_the_study_admin_only(cl
     assert len(body["model"]["confusion"]) == 7 and body["n_reads"] == 24
     client.force_login(simulated.assignments.first().reader.user)
     assert client.get(url).status_code == 404
+
+
+def test_numbers_on_the_results_pages_show_a_dash_where_missing():
+    from readerstudy.analysis.templatetags.analysis import num, pct, pvalue
+
+    assert pct(0.8214) == "82.1 %" and num(0.12345, 2) == "0.12" and pvalue(0.0004) == "< 0.001"
+    assert pct(float("nan")) == num(None) == pvalue(float("nan")) == "–"

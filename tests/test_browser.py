@@ -10,6 +10,7 @@ import pytest
 from browser import CHROMIUM, HEAT_IN_LESION, LAUNCH_ARGS, PIXELS, all_ready
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import connections
 from matplotlib import image as mpimg
 from playwright.sync_api import sync_playwright
@@ -18,7 +19,8 @@ from test_training import one_thread  # noqa: F401 (autouse: tiny networks run f
 
 from inference.domain import SEQUENCES
 from readerstudy.cases.models import Lesion
-from readerstudy.studies.models import Read
+from readerstudy.studies.models import STUDY_ADMINS_GROUP, Read
+from readerstudy.studies.simulation import simulate_reads
 from readerstudy.studies.viewing import served_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -55,6 +57,13 @@ def open_reading(browser, live_server, study, username):
     page.click(f"[data-study='{study.public_id}'] a")
     page.wait_for_function(all_ready, timeout=60_000)
     return page, errors
+
+
+def shot(name: str):
+    """Where a screenshot goes: the git-ignored var/screenshots/ (look at them)."""
+    folder = settings.VAR_DIR / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
 
 
 def pixels(page, selector=IMAGE) -> dict:
@@ -107,8 +116,6 @@ def drag(page, cell, button: str, dx: float, dy: float) -> None:
 def test_a_reader_reads_three_lesions_in_the_viewer_with_feedback_after_each(browser, live_server, study):
     page, errors = open_reading(browser, live_server, study, "reader-a")
     order = order_of(study, "reader-a")
-    shots = settings.VAR_DIR / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
 
     # All seven viewports draw real pixels, and nothing is coloured before the read is locked.
     assert page.evaluate("liverread.shownLesion") == order[0]
@@ -117,7 +124,7 @@ def test_a_reader_reads_three_lesions_in_the_viewer_with_feedback_after_each(bro
     for name, p in drawn.items():
         assert p["std"] > 5 and p["lit"] > 0.05 * p["width"] * p["height"], name
         assert p["coloured"] == 0, f"{name} shows colour before the read"
-    page.screenshot(path=shots / "reading.png")
+    page.screenshot(path=shot("reading.png"))
 
     # The mask overlay toggles on screen (on the focus slice).
     cell = page.locator("[data-sequence=PVP]")
@@ -179,7 +186,7 @@ def test_a_reader_reads_three_lesions_in_the_viewer_with_feedback_after_each(bro
             if heat >= 0.45:  # clearly above the overlay's transparent range (< 0.2)
                 assert drawn_heat[name]["inside"] > 0, f"lesion {n + 1}, {name}: heat {heat:.2f} not drawn"
         if n == 0:
-            page.screenshot(path=shots / "feedback.png")
+            page.screenshot(path=shot("feedback.png"))
         page.keyboard.press("Enter")
         if n < 2:
             page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion === '{order[n + 1]}'")
@@ -256,3 +263,22 @@ def test_a_sequential_study_shows_the_model_before_the_aided_read_of_the_same_le
     assert (aided.phase, aided.diagnosis, aided.malignancy) == ("aided", 4, 85)
     assert aided.prediction_shown == study.prediction_for(aided.lesion) and aided.disclosure.purpose == "assist"
     assert errors == []
+
+
+def test_the_study_admin_sees_the_dashboard_figures_drawn(browser, live_server, predicted):
+    readers = [make_reader(f"sim{n}", group) for n, group in enumerate(["resident", "resident", "general", "academic"])]
+    study = new_study(predicted, readers, name="Simulated study", design="sequential", is_open=False)
+    simulate_reads(study)
+    owner = get_user_model().objects.create_user("owner", password="a-long-test-password", is_staff=True)
+    owner.groups.add(Group.objects.create(name=STUDY_ADMINS_GROUP))
+    study.owner = owner
+    study.save()
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("[name=username]", "owner")
+    page.fill("[name=password]", "a-long-test-password")
+    page.click("button[type=submit]")
+    page.click("text=Results")
+    sizes = page.evaluate("[...document.querySelectorAll('section svg')].map((s) => s.getBoundingClientRect().width)")
+    assert len(sizes) == 3 and min(sizes) > 250
+    page.screenshot(path=shot("dashboard.png"), full_page=True)

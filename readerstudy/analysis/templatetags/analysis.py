@@ -18,6 +18,12 @@ def pct(value, digits: int = 1) -> str:
 
 
 @register.filter
+def num(value, digits: int = 3) -> str:
+    """A number to ``digits`` decimals; missing → "–"."""
+    return "–" if _missing(value) else f"{float(value):.{int(digits)}f}"
+
+
+@register.filter
 def pvalue(value) -> str:
     """p to three decimals, "< 0.001" below that; missing → "–"."""
     if _missing(value):
