@@ -28,6 +28,11 @@ def synthetic(readers: int, lesions: int, seed: int = 0) -> tuple[pd.DataFrame, 
     """Reads (readers × lesions × unaided/aided; right with probability 0.75) and a model table."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 7, lesions)
+    scanners = np.array(["Prisma", "Skyra", "Discovery"])
+    lesion_data = {
+        "diameter_mm": rng.gamma(3, 8, lesions), "cirrhosis": rng.random(lesions) < 0.3,
+        "fatty_liver": rng.random(lesions) < 0.2, "scanner_model": scanners[rng.integers(0, 3, lesions)],
+    }  # fmt: skip
     frames = []
     for phase in ("unaided", "aided"):
         truth = np.tile(labels, readers)
@@ -41,6 +46,7 @@ def synthetic(readers: int, lesions: int, seed: int = 0) -> tuple[pd.DataFrame, 
             "phase": phase, "label_index": truth, "diagnosis_index": diagnosis, "label_malignant": MALIGNANT[truth],
             "diagnosis_malignant": MALIGNANT[diagnosis], "correct": diagnosis == truth,
             "correct_malignant": MALIGNANT[diagnosis] == MALIGNANT[truth], "malignancy": likelihood.round(),
+            **{k: np.tile(v, readers) for k, v in lesion_data.items()},
         }))  # fmt: skip
     p = rng.dirichlet(np.ones(7), lesions)
     model = pd.DataFrame({"lesion": np.char.add("L", np.arange(lesions).astype(str)), "label_index": labels,
@@ -49,7 +55,8 @@ def synthetic(readers: int, lesions: int, seed: int = 0) -> tuple[pd.DataFrame, 
     model["model_malignant"] = model["model_p_malignant"] > 0.5
     model["model_correct"] = p.argmax(1) == labels
     model["model_correct_malignant"] = model["model_malignant"] == MALIGNANT[labels]
-    return pd.concat(frames, ignore_index=True), model
+    reads = pd.concat(frames, ignore_index=True)
+    return reads.merge(model[["lesion", "model_correct"]], on="lesion"), model
 
 
 def main() -> None:

@@ -47,6 +47,11 @@ READER_GROUP_TITLES: dict[str, str] = {
     "academic": "Academic radiologist",
 }
 
+SMALL_LESION_MM = 16.0
+"""Lesions with a diameter (mm) below this are small: the paper's size classes (and its 32 mm crop cube)."""
+MEDIUM_LESION_MM = 32.0
+"""Diameters from SMALL_LESION_MM up to and including this (mm) are medium (the 64 mm cube); above, large."""
+
 SPLITS: tuple[str, ...] = ("development", "test")
 """Patient-level data splits: the model is developed on one and compared on the other."""
 

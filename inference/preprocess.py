@@ -37,15 +37,11 @@ import numpy as np
 from monai.transforms import Resize
 from scipy import ndimage
 
-from inference.domain import SEQUENCES
+from inference.domain import MEDIUM_LESION_MM, SEQUENCES, SMALL_LESION_MM
 from inference.nifti import Volume
 
 PATCH_SIZE = 64
 """S, the patch edge in voxels (64 in the paper)."""
-SMALL_LESION_MM = 16.0
-"""Diameters below this (mm) get the 32 mm cube."""
-MEDIUM_LESION_MM = 32.0
-"""Diameters from SMALL_LESION_MM up to and including this (mm) get the 64 mm cube; above, the box rule."""
 SMALL_CUBE_MM = 32.0
 MEDIUM_CUBE_MM = 64.0
 INFERENCE_MARGIN_MM = 10.0

@@ -47,10 +47,10 @@ from tqdm import tqdm
 from inference.augment import augment_batch
 from inference.config import Config, load_config
 from inference.dataset import CaseRejected, load_case, sha256_file
-from inference.domain import CLASSES, SPLITS
+from inference.domain import CLASSES, MEDIUM_LESION_MM, SPLITS
 from inference.manifest import MANIFEST_NAME, CaseEntry, read_manifest
 from inference.model import MALIGNANT_INDICES, LiverLesionNet, multitask_loss, select_device
-from inference.preprocess import MEDIUM_LESION_MM, preprocess_lesion
+from inference.preprocess import preprocess_lesion
 
 RUN_MANIFEST = "manifest.json"
 SELECTION = "highest validation seven-way accuracy; ties: lower validation loss, then the earlier epoch"

@@ -72,8 +72,9 @@ def test_the_dashboard_is_the_study_admins_and_draws_its_figures(client, simulat
     url = f"/studies/{simulated.public_id}/dashboard/"
     client.force_login(simulated.owner)
     page = client.get(url).content.decode()
-    assert page.count("<svg") == 3 and "Accuracy per reader" in page and "AI effect" in page
+    assert page.count("<svg") == 4 and "Accuracy per reader" in page and "AI effect" in page
     assert "res1" in page and "McNemar" in page and "Cohen" in page
+    assert "Subgroups" in page and "Brier score" in page and "cirrhosis" in page
     assert client.get(url + "?phase=aided").status_code == 200
     assert f"/studies/{simulated.public_id}/dashboard/" in client.get("/").content.decode()
     client.force_login(simulated.assignments.first().reader.user)
@@ -93,7 +94,8 @@ def synthetic(readers=4, lesions=12, seed=3):
                 rows.append({"reader": f"r{r}", "group": READER_GROUPS[r % 3], "lesion": f"L{n}", "phase": phase,
                              "label_index": label, "diagnosis_index": diagnosis, "label_malignant": malignant[n],
                              "diagnosis_malignant": diagnosis >= 4, "correct": diagnosis == label,
-                             "correct_malignant": (diagnosis >= 4) == malignant[n],
+                             "correct_malignant": (diagnosis >= 4) == malignant[n], "diameter_mm": 10.0 + 3 * n,
+                             "cirrhosis": n % 2 == 0, "fatty_liver": n % 3 == 0, "scanner_model": "Prisma",
                              "malignancy": float(np.clip(50 + (30 + shift) * (2 * malignant[n] - 1)
                                                          + rng.normal(0, 25), 0, 100))})  # fmt: skip
     p = rng.dirichlet(np.ones(7), lesions)
@@ -103,7 +105,7 @@ def synthetic(readers=4, lesions=12, seed=3):
     model["model_malignant"] = model["model_p_malignant"] > 0.5
     model["model_correct"] = model["model_class"].map(CLASSES.index) == labels
     model["model_correct_malignant"] = model["model_malignant"] == malignant
-    return pd.DataFrame(rows), model
+    return pd.DataFrame(rows).merge(model[["lesion", "model_correct"]], on="lesion"), model
 
 
 def test_the_mrmc_sections_are_the_or_analyses_of_the_crossed_ratings():

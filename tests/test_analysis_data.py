@@ -90,3 +90,22 @@ def test_simulated_reads_follow_the_group_profiles_and_repeat_with_the_seed(eigh
     Read.objects.all().delete()
     simulate_reads(study)
     assert list(reads_frame(study).sort_values(["reader", "lesion", "phase"])["diagnosis"]) == first
+
+
+def test_the_cohort_table_compares_the_splits_of_the_studys_datasets(dataset, media):
+    from readerstudy.analysis.data import cohort_frame
+    from readerstudy.analysis.summary import cohort_comparison
+    from readerstudy.cases.importer import import_dataset
+    from readerstudy.cases.models import Lesion
+
+    for n in range(10):
+        dataset.add_case(f"C{n}", patient=f"P{n}", lesions=(("L1", CLASSES[n % 7]),),
+                         split="test" if n < 4 else "development", age=str(40 + 3 * n), diameter_mm=str(10 + n))  # fmt: skip
+    dataset.write_manifest()
+    import_dataset(dataset.root, dataset="trial")
+    study = new_study(Lesion.objects.filter(split="test"))
+    frame = cohort_frame(study)
+    assert len(frame) == 10 and sorted(frame["split"].value_counts().items()) == [("development", 6), ("test", 4)]
+    table = cohort_comparison(frame).set_index(["variable", "level"])
+    assert table.loc[("lesions", "n"), "development"] == "6" and table.loc[("lesions", "n"), "test"] == "4"
+    assert 0 <= table.loc[("age", "mean ± SD"), "p"] <= 1

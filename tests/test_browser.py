@@ -280,5 +280,5 @@ def test_the_study_admin_sees_the_dashboard_figures_drawn(browser, live_server, 
     page.click("button[type=submit]")
     page.click("text=Results")
     sizes = page.evaluate("[...document.querySelectorAll('section svg')].map((s) => s.getBoundingClientRect().width)")
-    assert len(sizes) == 3 and min(sizes) > 250
+    assert len(sizes) == 4 and min(sizes) > 250
     page.screenshot(path=shot("dashboard.png"), full_page=True)

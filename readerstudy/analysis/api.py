@@ -37,5 +37,6 @@ class StudyResults(APIView):
         phase = "aided" if request.query_params.get("phase") == "aided" else "unaided"
         results = dict(study_results(study, phase))
         results.pop("operating_points")
+        results["calibration"] = results["calibration"]["brier"]
         results["model"] = {k: v for k, v in results["model"].items() if k != "roc"}
         return Response({"study": study.public_id, "name": study.name, "phase": phase, **jsonable(results)})

@@ -9,6 +9,7 @@ take these frames (or arrays cut from them) and never query.
 import pandas as pd
 
 from inference.domain import CLASSES, is_malignant
+from readerstudy.cases.models import Lesion
 from readerstudy.predictions.models import Prediction
 from readerstudy.studies.models import Read, ReaderStudy
 
@@ -79,3 +80,17 @@ def model_frame(study: ReaderStudy) -> pd.DataFrame:
     truth_malignant = frame["label_index"].map(is_malignant)
     frame["model_correct_malignant"] = (frame["model_malignant"] == truth_malignant).where(done)
     return frame.drop(columns=["model_class_index"])
+
+
+def cohort_frame(study: ReaderStudy) -> pd.DataFrame:
+    """One row per lesion of every dataset the study draws from, development and test splits alike (the
+    paper's Table 2 compares them): lesion, case, split, label (class name), diameter_mm, age, sex,
+    scanner_model."""
+    datasets = study.lesions.values_list("case__dataset", flat=True).distinct()
+    columns = {"lesion": "public_id", "case": "case__public_id", "split": "split", "label_index": "label",
+               "diameter_mm": "diameter_mm", "age": "case__patient__age", "sex": "case__patient__sex",
+               "scanner_model": "case__scanner_model"}  # fmt: skip
+    rows = Lesion.objects.filter(case__dataset__in=list(datasets)).order_by("pk").values_list(*columns.values())
+    frame = pd.DataFrame.from_records(rows, columns=list(columns))
+    frame["label"] = frame["label_index"].map(lambda i: CLASSES[i])
+    return frame.drop(columns=["label_index"])

@@ -3,7 +3,8 @@
 - accuracy: each reader's seven-way accuracy with its 95 % CI, by group; group means as bars; the model's
   accuracy as a dashed line (the paper's Figure 3);
 - confusion: row-normalised 7 × 7 matrices (reference rows, diagnosis columns) with counts (Figure 4);
-- roc: the model's two-way ROC (P(malignant)) with each reader's operating point (Figure 2).
+- roc: the model's two-way ROC (P(malignant)) with each reader's operating point (Figure 2);
+- calibration: reliability diagram of each group's malignancy likelihood and the model's P(malignant).
 """
 
 import io
@@ -89,4 +90,20 @@ def roc_figure(model: dict, points) -> str:
     axes.set_xlim(-0.02, 1.02)
     axes.set_ylim(-0.02, 1.02)
     axes.legend(fontsize=7, loc="lower right")
+    return svg(figure)
+
+
+def calibration_figure(curves: dict) -> str:
+    figure, axes = plt.subplots(figsize=(4.2, 4.2))
+    axes.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    for who, bins in curves.items():
+        colour = GROUP_COLOURS.get(who, "black")
+        label = READER_GROUP_TITLES.get(who, "Model")
+        axes.plot(bins["mean_predicted"], bins["observed"], marker="o", color=colour, label=label,
+                  ls="--" if who == "model" else "-")  # fmt: skip
+    axes.set_xlabel("predicted probability of malignancy")
+    axes.set_ylabel("observed share malignant")
+    axes.set_xlim(-0.02, 1.02)
+    axes.set_ylim(-0.02, 1.02)
+    axes.legend(fontsize=7, loc="upper left")
     return svg(figure)

@@ -5,6 +5,7 @@ whose benign/malignant call is right. Every proportion carries the modified Wils
 results use one phase of their reads (``summarise``'s ``phase``). Pure: no database, no cache.
 """
 
+import dataclasses
 from itertools import combinations
 
 import numpy as np
@@ -12,10 +13,12 @@ import pandas as pd
 
 from inference.domain import CLASSES, READER_GROUPS, is_malignant
 from readerstudy.analysis.agreement import cohen_kappa
+from readerstudy.analysis.calibration import brier, reliability
 from readerstudy.analysis.metrics import accuracy, binary_metrics, confusion_matrix, one_vs_rest, wilson_modified
 from readerstudy.analysis.mrmc import model_vs_readers, or_analysis
 from readerstudy.analysis.paired import mcnemar, switch_matrix, unpaired_proportions
 from readerstudy.analysis.roc import auc_delong, one_vs_rest_auc, operating_point, roc_points
+from readerstudy.analysis.subgroups import size_bins, subgroup_accuracy
 
 
 def estimate_columns(x: int, n: int, prefix: str) -> dict:
@@ -164,6 +167,35 @@ def reader_operating_points(reads: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["reader", "group", "fpr", "tpr"])
 
 
+SUBGROUPS = ("cirrhosis", "fatty_liver", "scanner_model", "size")
+
+
+def subgroups_table(reads: pd.DataFrame) -> pd.DataFrame:
+    """Seven-way accuracy by cirrhosis, fatty liver, scanner and lesion size (< 16, 16-32, > 32 mm) for each
+    reader group and the model, with the paper's chi-square / Fisher test across the levels."""
+    reads = reads.assign(size=size_bins(reads["diameter_mm"]))
+    parts = [subgroup_accuracy(reads, by, who).assign(who=who)
+             for who in [*[g for g in READER_GROUPS if g in set(reads["group"])], "model"]
+             for by in SUBGROUPS
+             if who != "model" or reads["model_correct"].notna().any()]  # fmt: skip
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def calibration_table(reads: pd.DataFrame, model: pd.DataFrame) -> dict:
+    """Reliability-diagram bins and the Brier score (Murphy decomposition) of each reader group's malignancy
+    likelihood (per cent / 100) and of the model's P(malignant), against the lesion being malignant."""
+    curves, scores = {}, []
+    sources = {group: (mine["malignancy"] / 100, mine["label_malignant"]) for group, mine in reads.groupby("group")}
+    done = model[model["model_p_malignant"].notna()]
+    if not done.empty:
+        sources["model"] = (done["model_p_malignant"], done["label_index"].map(is_malignant))
+    for who, (probability, outcome) in sources.items():
+        probability, outcome = probability.to_numpy(float), outcome.to_numpy(bool)
+        curves[who] = reliability(probability, outcome)
+        scores.append({"who": who, **dataclasses.asdict(brier(probability, outcome))})
+    return {"curves": curves, "brier": pd.DataFrame(scores)}
+
+
 def mrmc_ratings(reads: pd.DataFrame, phases: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, pd.Index]:
     """ratings[reader, phase, lesion] of the malignancy likelihood on the lesions every reader read in every
     phase (a fully crossed design), truth[lesion] malignant, and those lesions' ids."""
@@ -206,5 +238,6 @@ def summarise(all_reads: pd.DataFrame, model: pd.DataFrame, phase: str = "unaide
         "confusions": group_confusions(reads), "kappa": kappa_table(reads, model),
         "comparisons": model_vs_readers_table(reads, model), "ai_effect": ai_effect(all_reads),
         "operating_points": reader_operating_points(reads), "mrmc": mrmc(all_reads, model, phase),
+        "subgroups": subgroups_table(reads), "calibration": calibration_table(reads, model),
         "n_reads": len(all_reads),
     }  # fmt: skip

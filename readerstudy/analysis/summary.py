@@ -5,7 +5,8 @@ import pandas as pd
 from django.core.cache import cache
 from django.db.models import Count, Max
 
-from readerstudy.analysis.data import model_frame, reads_frame
+from readerstudy.analysis.cohort import cohort_table
+from readerstudy.analysis.data import cohort_frame, model_frame, reads_frame
 from readerstudy.analysis.results import summarise
 from readerstudy.studies.models import Read, ReaderStudy
 from readerstudy.studies.workflow import progress
@@ -30,12 +31,20 @@ def results_key(study: ReaderStudy, phase: str) -> str:
     return f"study-results:{study.pk}:{phase}:{data_version(study)}"
 
 
+def cohort_comparison(lesions: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 where the study's datasets have both splits; empty otherwise."""
+    if lesions.empty or lesions["split"].nunique() < 2:
+        return pd.DataFrame()
+    return cohort_table(lesions)
+
+
 def study_results(study: ReaderStudy, phase: str = "unaided") -> dict:
     """``summarise`` of the study's first reads, cached per data version; progress is live, never cached."""
     key = results_key(study, phase)
     results = cache.get(key)
     if results is None:
         results = summarise(reads_frame(study), model_frame(study), phase)
+        results["cohort"] = cohort_comparison(cohort_frame(study))
         cache.set(key, results, timeout=None)
     results["progress"] = progress_table(study)
     return results

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET
 
 from readerstudy.analysis.data import reads_frame
 from readerstudy.analysis.exports import to_csv, to_xlsx
-from readerstudy.analysis.figures import accuracy_figure, confusion_figure, roc_figure
+from readerstudy.analysis.figures import accuracy_figure, calibration_figure, confusion_figure, roc_figure
 from readerstudy.analysis.mrmc_files import write_imrmc, write_rjafroc_xlsx
 from readerstudy.analysis.results import mrmc_ratings
 from readerstudy.analysis.summary import study_results
@@ -57,9 +57,14 @@ def results_context(request, study_id) -> dict:
         figures["roc"] = roc_figure(model, results["operating_points"])
     if confusions:
         figures["confusion"] = confusion_figure(confusions)
+    if results["calibration"]["curves"]:
+        figures["calibration"] = calibration_figure(results["calibration"]["curves"])
     names = ("readers", "groups", "kappa", "comparisons", "ai_effect", "progress", "model_table")
     tables = {name: results[name].to_dict("records") for name in names}
     tables["mrmc"] = mrmc_rows(results["mrmc"])
+    tables["brier"] = results["calibration"]["brier"].to_dict("records")
+    tables["subgroups"] = results["subgroups"].to_dict("records")
+    tables["cohort"] = results["cohort"].to_dict("records")
     return {"study": study, "phase": phase, "tables": tables, "model": model, "n_reads": results["n_reads"],
             "figures": {k: mark_safe(v) for k, v in figures.items()}}  # fmt: skip
 
