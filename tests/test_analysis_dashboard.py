@@ -1,5 +1,7 @@
 """The study's results: summary tables from simulated reads, the cache, and the study admin's dashboard."""
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -159,3 +161,16 @@ def test_numbers_on_the_results_pages_show_a_dash_where_missing():
 
     assert pct(0.8214) == "82.1 %" and num(0.12345, 2) == "0.12" and pvalue(0.0004) == "< 0.001"
     assert pct(float("nan")) == num(None) == pvalue(float("nan")) == "–"
+
+
+def test_the_results_workbook_holds_every_table_and_each_readers_confusion_matrix(client, simulated):
+    client.force_login(simulated.owner)
+    response = client.get(f"/studies/{simulated.public_id}/export/results.xlsx")
+    sheets = pd.read_excel(io.BytesIO(response.content), sheet_name=None)
+    assert {"readers", "groups", "model (Table 3)", "confusion matrices", "kappa", "mrmc", "subgroups"} <= set(sheets)
+    confusion = sheets["confusion matrices"]
+    assert set(confusion["who"]) == {"model", "resident", "general", "academic", "res1", "res2", "gen1", "aca1"}
+    assert confusion.groupby("who")["count"].sum().to_dict()["res1"] == 3
+    table3 = sheets["model (Table 3)"].set_index("task")
+    assert {"sensitivity", "sensitivity_low", "sensitivity_high", "auc"} <= set(table3.columns)
+    assert len(table3) == 8 and "benign vs malignant" in table3.index

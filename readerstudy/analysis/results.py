@@ -85,10 +85,10 @@ def model_table(model: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def group_confusions(reads: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Pooled 7 × 7 confusion matrices (rows reference, columns diagnosis) per group."""
+def confusions(reads: pd.DataFrame, by: str) -> dict[str, np.ndarray]:
+    """7 × 7 confusion matrices (rows reference, columns diagnosis) per value of ``by`` (group: pooled)."""
     return {g: confusion_matrix(m["label_index"].to_numpy(), m["diagnosis_index"].to_numpy())
-            for g, m in reads.groupby("group")}  # fmt: skip
+            for g, m in reads.groupby(by)}  # fmt: skip
 
 
 def kappa_table(reads: pd.DataFrame, model: pd.DataFrame) -> pd.DataFrame:
@@ -234,8 +234,8 @@ def summarise(all_reads: pd.DataFrame, model: pd.DataFrame, phase: str = "unaide
     model_summary = model_results(model)
     return {
         "readers": readers, "groups": per_group(reads, readers), "model": model_summary,
-        "model_table": model_table(model_summary),
-        "confusions": group_confusions(reads), "kappa": kappa_table(reads, model),
+        "model_table": model_table(model_summary), "kappa": kappa_table(reads, model),
+        "confusions": confusions(reads, "group"), "reader_confusions": confusions(reads, "reader"),
         "comparisons": model_vs_readers_table(reads, model), "ai_effect": ai_effect(all_reads),
         "operating_points": reader_operating_points(reads), "mrmc": mrmc(all_reads, model, phase),
         "subgroups": subgroups_table(reads), "calibration": calibration_table(reads, model),

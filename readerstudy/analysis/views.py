@@ -1,5 +1,6 @@
 """Study admins' dashboard and downloads of a study's results; readers and other users get 404."""
 
+import pandas as pd
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
@@ -8,7 +9,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET
 
 from readerstudy.analysis.data import reads_frame
-from readerstudy.analysis.exports import to_csv, to_xlsx
+from readerstudy.analysis.exports import confusion_long, flat, to_csv, to_xlsx, workbook
 from readerstudy.analysis.figures import accuracy_figure, calibration_figure, confusion_figure, roc_figure
 from readerstudy.analysis.mrmc_files import write_imrmc, write_rjafroc_xlsx
 from readerstudy.analysis.results import mrmc_ratings
@@ -67,6 +68,27 @@ def results_context(request, study_id) -> dict:
     tables["cohort"] = results["cohort"].to_dict("records")
     return {"study": study, "phase": phase, "tables": tables, "model": model, "n_reads": results["n_reads"],
             "figures": {k: mark_safe(v) for k, v in figures.items()}}  # fmt: skip
+
+
+@login_required
+@require_GET
+def export_results(request, study_id):
+    """Every results table of the study (first unaided reads; ``?phase=aided``) as one XLSX workbook."""
+    study = administered_study(request, study_id)
+    phase = "aided" if request.GET.get("phase") == "aided" else "unaided"
+    results = study_results(study, phase)
+    model = results["model"]
+    matrices = ({"model": model["confusion"]} if model else {}) | results["confusions"] | results["reader_confusions"]
+    sheets = {
+        "readers": results["readers"], "groups": results["groups"], "model (Table 3)": flat(results["model_table"]),
+        "confusion matrices": confusion_long(matrices), "kappa": results["kappa"],
+        "model vs readers": results["comparisons"], "mrmc": pd.DataFrame(mrmc_rows(results["mrmc"])),
+        "ai effect": results["ai_effect"], "subgroups": results["subgroups"],
+        "calibration": results["calibration"]["brier"], "cohort (Table 2)": results["cohort"],
+    }  # fmt: skip
+    response = HttpResponse(workbook(sheets), content_type=FORMATS["xlsx"][1])
+    response["Content-Disposition"] = f'attachment; filename="{slugify(study.name)}-results-{phase}.xlsx"'
+    return response
 
 
 @login_required
