@@ -49,6 +49,8 @@ def test_the_summary_tables_agree_with_the_reads(simulated):
         unaided.loc[unaided["group"] == "resident", "correct"].mean()
     )
     kappa = results["kappa"]
+    fleiss = kappa[kappa["comparison"] == "Fleiss"].set_index("a")
+    assert fleiss.loc["all readers", "b"] == "4 readers" and fleiss.loc["resident", "n"] == 3
     assert list(kappa.loc[kappa["comparison"] == "within group", ["a", "b"]].itertuples(index=False)) == [
         ("res1", "res2")
     ]
@@ -80,7 +82,7 @@ def test_the_dashboard_is_the_study_admins_and_draws_its_figures(client, simulat
     assert client.get(url + "?phase=aided").status_code == 200
     assert f"/studies/{simulated.public_id}/dashboard/" in client.get("/").content.decode()
     client.force_login(simulated.assignments.first().reader.user)
-    assert client.get(url).status_code == 404
+    assert client.get(url).status_code == 403
 
 
 def synthetic(readers=4, lesions=12, seed=3):
@@ -153,7 +155,7 @@ def test_the_results_api_gives_the_dashboards_numbers_to_the_study_admin_only(cl
     assert body["model"]["accuracy"]["estimate"] == pytest.approx(html_results["model"]["accuracy"].estimate)
     assert len(body["model"]["confusion"]) == 7 and body["n_reads"] == 24
     client.force_login(simulated.assignments.first().reader.user)
-    assert client.get(url).status_code == 404
+    assert client.get(url).status_code == 403
 
 
 def test_numbers_on_the_results_pages_show_a_dash_where_missing():

@@ -66,13 +66,13 @@ def test_the_study_owner_downloads_the_reads_as_csv_and_xlsx(client, read_study,
     assert len(pd.read_excel(io.BytesIO(xlsx.content))) == 4
 
 
-def test_readers_and_other_admins_cannot_download(client, read_study, owner):
+def test_readers_and_other_admins_are_refused_the_download(client, read_study, owner):
     other = get_user_model().objects.create_user("other-admin", password="x", is_staff=True)
     other.groups.add(Group.objects.get(name=STUDY_ADMINS_GROUP))
     url = f"/studies/{read_study.public_id}/export/reads.csv"
     for user in (Read.objects.first().assignment.reader.user, other):
         client.force_login(user)
-        assert client.get(url).status_code == 404
+        assert client.get(url).status_code == 403
     read_study.admins.add(other)
     assert client.get(url).status_code == 200
 

@@ -44,7 +44,7 @@ def expected_status(role: str, state: str, endpoint: str) -> int:
     if endpoint in {"home", "my studies"}:
         return 200
     if endpoint in {"export", "dashboard", "results"}:  # the owner's and granted admins' (this admin is neither)
-        return 404
+        return 403
     if role in {"unassigned reader", "study admin"} or state == "closed":
         return 404
     if role == "reader before read" and endpoint in {"feedback", "heat"}:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from inference.domain import CLASSES, READER_GROUPS, is_malignant
-from readerstudy.analysis.agreement import cohen_kappa
+from readerstudy.analysis.agreement import cohen_kappa, fleiss_kappa
 from readerstudy.analysis.calibration import brier, reliability
 from readerstudy.analysis.metrics import accuracy, binary_metrics, confusion_matrix, one_vs_rest, wilson_modified
 from readerstudy.analysis.mrmc import model_vs_readers, or_analysis
@@ -93,7 +93,8 @@ def confusions(reads: pd.DataFrame, by: str) -> dict[str, np.ndarray]:
 
 def kappa_table(reads: pd.DataFrame, model: pd.DataFrame) -> pd.DataFrame:
     """Cohen's kappa (seven-way) for every pair of readers in a group on the lesions both read, and for each
-    reader against the reference and against the model."""
+    reader against the reference and against the model; Fleiss' kappa for each group and for all readers on
+    the lesions every one of them read."""
     wide = reads.pivot_table(index="lesion", columns="reader", values="diagnosis_index", aggfunc="first")
     groups = reads.groupby("reader")["group"].first()
     reference = reads.groupby("lesion")["label_index"].first()
@@ -113,6 +114,12 @@ def kappa_table(reads: pd.DataFrame, model: pd.DataFrame) -> pd.DataFrame:
     for reader in sorted(wide.columns):
         add("reader vs reference", reader, "reference", wide[reader], reference.reindex(wide.index))
         add("reader vs model", reader, "model", wide[reader], model_class.reindex(wide.index))
+    for name, members in [*[(g, sorted(groups[groups == g].index)) for g in READER_GROUPS], ("all readers", None)]:
+        complete = wide[members if members is not None else sorted(wide.columns)].dropna()
+        if complete.shape[1] >= 2 and len(complete) >= 2:
+            k = fleiss_kappa(complete.to_numpy(int))
+            rows.append({"comparison": "Fleiss", "a": name, "b": f"{complete.shape[1]} readers", "n": k.n,
+                         "kappa": k.kappa, "z": k.z, "p": k.p, "low": None, "high": None})  # fmt: skip
     return pd.DataFrame(rows, columns=["comparison", "a", "b", "n", "kappa", "z", "p", "low", "high"])
 
 

@@ -1,7 +1,8 @@
-"""Study admins' dashboard and downloads of a study's results; readers and other users get 404."""
+"""Study admins' dashboard and downloads of a study's results; readers and other users get 403."""
 
 import pandas as pd
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.utils.safestring import mark_safe
@@ -24,9 +25,12 @@ FORMATS = {
 
 
 def administered_study(request, study_id: str) -> ReaderStudy:
+    """The study if the user may see its results; 404 for no such study, 403 for anyone else (its readers)."""
     study = ReaderStudy.objects.filter(public_id=study_id).first()
-    if study is None or not may_administer(request.user, study):
-        raise Http404("No study you administer has this id.")
+    if study is None:
+        raise Http404("No study has this id.")
+    if not may_administer(request.user, study):
+        raise PermissionDenied("Only the study's owner and its granted study admins see its results.")
     return study
 
 
