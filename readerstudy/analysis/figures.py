@@ -27,6 +27,17 @@ def svg(figure) -> str:
     return buffer.getvalue()
 
 
+def unit_square(figure, axes, xlabel: str, ylabel: str, legend: str) -> str:
+    """A [0, 1] × [0, 1] plot with the diagonal, labels and legend, as SVG."""
+    axes.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_xlim(-0.02, 1.02)
+    axes.set_ylim(-0.02, 1.02)
+    axes.legend(fontsize=7, loc=legend)
+    return svg(figure)
+
+
 def accuracy_figure(readers, groups, model_accuracy: float | None) -> str:
     figure, axes = plt.subplots(figsize=(7, 3.6))
     x = 0
@@ -84,26 +95,15 @@ def roc_figure(model: dict, points) -> str:
         if not mine.empty:
             axes.scatter(mine["fpr"], mine["tpr"], color=GROUP_COLOURS[group], edgecolor="black", zorder=3,
                          label=READER_GROUP_TITLES[group])  # fmt: skip
-    axes.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    axes.set_xlabel("1 − specificity (benign called malignant)")
-    axes.set_ylabel("sensitivity (malignant)")
-    axes.set_xlim(-0.02, 1.02)
-    axes.set_ylim(-0.02, 1.02)
-    axes.legend(fontsize=7, loc="lower right")
-    return svg(figure)
+    return unit_square(figure, axes, "1 − specificity (benign called malignant)", "sensitivity (malignant)",
+                       "lower right")  # fmt: skip
 
 
 def calibration_figure(curves: dict) -> str:
     figure, axes = plt.subplots(figsize=(4.2, 4.2))
-    axes.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     for who, bins in curves.items():
         colour = GROUP_COLOURS.get(who, "black")
         label = READER_GROUP_TITLES.get(who, "Model")
         axes.plot(bins["mean_predicted"], bins["observed"], marker="o", color=colour, label=label,
                   ls="--" if who == "model" else "-")  # fmt: skip
-    axes.set_xlabel("predicted probability of malignancy")
-    axes.set_ylabel("observed share malignant")
-    axes.set_xlim(-0.02, 1.02)
-    axes.set_ylim(-0.02, 1.02)
-    axes.legend(fontsize=7, loc="upper left")
-    return svg(figure)
+    return unit_square(figure, axes, "predicted probability of malignancy", "observed share malignant", "upper left")
