@@ -364,3 +364,8 @@ def test_the_openapi_schema_and_docs_are_served(client):
     for path in ("/api/studies/", "/api/studies/{study_id}/next/", "/api/studies/{study_id}/reads/"):
         assert path.encode() in schema.content
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_the_openapi_schema_is_valid_without_warnings(tmp_path):
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yml"))
+    assert "/api/studies/{study_id}/results/" in (tmp_path / "schema.yml").read_text()

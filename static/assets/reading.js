@@ -81,8 +81,12 @@
         for (const s of model.saliency) out.append(bar(s.sequence, s.weight, false));
         const heat = Object.fromEntries(model.saliency.map((s) => [s.sequence, s.heat]));
         status("Drawing the saliency maps…");
-        await page.viewer.showSaliency(heat);
-        status("Saliency maps overlaid in colour.", "ready");
+        try {
+          await page.viewer.showSaliency(heat);
+          status("Saliency maps overlaid in colour.", "ready");
+        } catch (error) { // the read goes on without the overlay
+          status(`The saliency maps could not be shown: ${error.message}`, "error");
+        }
       }
     } else if (model) {
       $("model-message").textContent = model.message;
