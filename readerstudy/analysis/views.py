@@ -15,6 +15,8 @@ from readerstudy.analysis.figures import accuracy_figure, calibration_figure, co
 from readerstudy.analysis.mrmc_files import write_imrmc, write_rjafroc_xlsx
 from readerstudy.analysis.results import mrmc_ratings
 from readerstudy.analysis.summary import study_results
+from readerstudy.audit.models import AuditEvent
+from readerstudy.audit.recording import record
 from readerstudy.studies.blinding import may_administer
 from readerstudy.studies.models import ReaderStudy
 
@@ -34,6 +36,14 @@ def administered_study(request, study_id: str) -> ReaderStudy:
     return study
 
 
+def attachment(study: ReaderStudy, body, content_type: str, name: str) -> HttpResponse:
+    """A download named after the study, recorded in the audit trail."""
+    record(AuditEvent.Action.EXPORTED, study, f"{name} of {study.name!r} downloaded")
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{slugify(study.name)}-{name}"'
+    return response
+
+
 @login_required
 @require_GET
 def export_reads(request, study_id, fmt):
@@ -41,9 +51,7 @@ def export_reads(request, study_id, fmt):
     study = administered_study(request, study_id)
     write, content_type = FORMATS[fmt]
     frame = reads_frame(study, first_only=request.GET.get("all") != "1")
-    response = HttpResponse(write(frame), content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{slugify(study.name)}-reads.{fmt}"'
-    return response
+    return attachment(study, write(frame), content_type, f"reads.{fmt}")
 
 
 def results_context(request, study_id) -> dict:
@@ -90,9 +98,7 @@ def export_results(request, study_id):
         "ai effect": results["ai_effect"], "subgroups": results["subgroups"],
         "calibration": results["calibration"]["brier"], "cohort (Table 2)": results["cohort"],
     }  # fmt: skip
-    response = HttpResponse(workbook(sheets), content_type=FORMATS["xlsx"][1])
-    response["Content-Disposition"] = f'attachment; filename="{slugify(study.name)}-results-{phase}.xlsx"'
-    return response
+    return attachment(study, workbook(sheets), FORMATS["xlsx"][1], f"results-{phase}.xlsx")
 
 
 @login_required
@@ -114,9 +120,7 @@ def export_mrmc(request, study_id, fmt):
     else:
         body = write_rjafroc_xlsx(ratings, truth, readers, phases, cases)
         content_type = FORMATS["xlsx"][1]
-    response = HttpResponse(body, content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{slugify(study.name)}-malignancy.{fmt}"'
-    return response
+    return attachment(study, body, content_type, f"malignancy.{fmt}")
 
 
 @login_required

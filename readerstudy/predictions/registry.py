@@ -15,6 +15,8 @@ from django.conf import settings
 from django.db import transaction
 
 from inference.prediction import verify_run
+from readerstudy.audit.models import AuditEvent
+from readerstudy.audit.recording import record
 from readerstudy.predictions.dispatch import enqueue_predictions
 from readerstudy.predictions.models import ModelVersion
 
@@ -79,4 +81,6 @@ def activate(version: ModelVersion) -> int:
         ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
         ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
     version.is_active = True
+    record(AuditEvent.Action.MODEL_ACTIVATED, version, f"model version {version.name!r} activated",
+           after={"name": version.name, "checkpoints_sha256": version.checkpoints_sha256})  # fmt: skip
     return enqueue_predictions(version)

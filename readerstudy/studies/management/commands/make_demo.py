@@ -23,7 +23,7 @@ from readerstudy.cases.models import Case
 from readerstudy.studies.models import STUDY_ADMINS_GROUP, Reader
 
 ACCOUNTS_FILE = settings.BASE_DIR / "fixtures" / "demo_accounts.json"
-ADMIN_APPS = ("cases", "studies", "predictions")
+ADMIN_APPS = ("cases", "studies", "predictions", "audit")
 
 
 class Command(BaseCommand):

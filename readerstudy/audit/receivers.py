@@ -1,0 +1,60 @@
+"""What the audit trail listens to: imports, studies, assignments and reads (model activations and exports
+call ``record`` where they happen)."""
+
+from django.db.models.signals import post_save, pre_save
+from django.dispatch import receiver
+from django.forms.models import model_to_dict
+
+from readerstudy.audit.models import AuditEvent
+from readerstudy.audit.recording import record
+from readerstudy.cases.signals import case_imported
+from readerstudy.studies.models import Assignment, Read, ReaderStudy
+
+STUDY_FIELDS = ("name", "instructions", "owner", "model_version", "design", "washout_days", "feedback", "practice",
+                "allow_revisit", "allow_amend", "field_of_view_mm", "is_open")  # fmt: skip
+Action = AuditEvent.Action
+
+
+@receiver(case_imported)
+def case_was_imported(sender, case, **kwargs):
+    summary = f"case {case.dataset}/{case.source_name} imported ({case.lesions.count()} lesion(s))"
+    record(Action.CASE_IMPORTED, case, summary, after={"dataset": case.dataset, "source": case.source_name})
+
+
+@receiver(pre_save, sender=ReaderStudy)
+def remember_study(sender, instance, **kwargs):
+    old = ReaderStudy.objects.filter(pk=instance.pk).first() if instance.pk else None
+    instance._audit_before = model_to_dict(old, fields=STUDY_FIELDS) if old else None
+
+
+@receiver(post_save, sender=ReaderStudy)
+def study_saved(sender, instance, created, **kwargs):
+    now = model_to_dict(instance, fields=STUDY_FIELDS)
+    before = getattr(instance, "_audit_before", None)
+    if created or before is None:
+        record(Action.STUDY_CREATED, instance, f"study {instance.name!r} created", after=now)
+        return
+    changed = [field for field in STUDY_FIELDS if before.get(field) != now.get(field)]
+    if changed:
+        record(Action.STUDY_CHANGED, instance, f"study {instance.name!r} changed: {', '.join(changed)}",
+               before={f: before.get(f) for f in changed}, after={f: now.get(f) for f in changed})  # fmt: skip
+
+
+@receiver(post_save, sender=Assignment)
+def reader_assigned(sender, instance, created, **kwargs):
+    if created:
+        record(Action.READER_ASSIGNED, instance.study, f"{instance.reader.user.get_username()} assigned to "
+               f"{instance.study.name!r} as {instance.group}",
+               after={"reader": instance.reader.user.get_username(), "group": instance.group})  # fmt: skip
+
+
+@receiver(post_save, sender=Read)
+def read_submitted(sender, instance, created, **kwargs):
+    if created:
+        reader = instance.assignment.reader.user.get_username()
+        record(Action.READ_SUBMITTED, instance, f"{reader} read lesion {instance.lesion.public_id} ({instance.phase})"
+               + (" amending an earlier read" if instance.supersedes_id else ""),
+               after={"study": instance.assignment.study.public_id, "reader": reader,
+                      "lesion": instance.lesion.public_id, "phase": instance.phase, "diagnosis": instance.diagnosis,
+                      "confidence": instance.confidence, "malignancy": instance.malignancy,
+                      "amends": instance.supersedes.public_id if instance.supersedes_id else None})  # fmt: skip

@@ -1,0 +1,93 @@
+"""The audit trail: every state change appends an event with its actor; events cannot be changed or
+deleted through the app; study admins filter and export them."""
+
+import csv
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from test_reading import make_reader, new_study, next_task, read
+from test_training import one_thread  # noqa: F401 (autouse: tiny networks run faster on one thread)
+
+from readerstudy.audit.models import AuditEvent
+from readerstudy.audit.recording import current_actor
+from readerstudy.cases.importer import import_dataset
+from readerstudy.studies.models import ReaderStudy
+
+pytestmark = pytest.mark.django_db
+Action = AuditEvent.Action
+
+
+def events(action):
+    return list(AuditEvent.objects.filter(action=action).order_by("id"))
+
+
+def test_imports_studies_assignments_and_reads_are_recorded_with_who_did_them(client, eight_lesions):
+    assert len(events(Action.CASE_IMPORTED)) == 8 and events(Action.CASE_IMPORTED)[0].actor is None
+    owner = get_user_model().objects.create_user("owner", password="x")
+    token = current_actor.set(owner)
+    try:
+        study = new_study(eight_lesions, name="Audited")
+        study.feedback, study.is_open = "model", False
+        study.save()
+        study.save()  # nothing changed: no event
+    finally:
+        current_actor.reset(token)
+    (created,) = events(Action.STUDY_CREATED)
+    (changed,) = events(Action.STUDY_CHANGED)
+    assert created.actor == owner and created.object_id == study.public_id and created.after["design"] == "unaided"
+    assert changed.before == {"feedback": "none", "is_open": True} and changed.after == {
+        "feedback": "model",
+        "is_open": False,
+    }
+    reader = make_reader("r1")
+    new_study(eight_lesions, [reader], name="Second")
+    second = ReaderStudy.objects.get(name="Second")
+    client.force_login(reader.user)
+    task = next_task(client, second)["task"]
+    read(client, second, task)
+    read(client, second, task)  # a double submit is not a second event
+    (submitted,) = events(Action.READ_SUBMITTED)
+    assert submitted.actor == reader.user and submitted.after["lesion"] == task["lesion"]
+    assert events(Action.READER_ASSIGNED)[0].after == {"reader": "r1", "group": "resident"}
+
+
+def test_activations_and_exports_are_recorded(client, predicted):
+    (activation,) = events(Action.MODEL_ACTIVATED)
+    assert activation.after["name"] == "tiny-secret-model" and activation.actor is None
+    reader = make_reader("r1")
+    study = new_study(predicted, [reader])
+    owner = get_user_model().objects.create_superuser("boss", password="x")
+    client.force_login(owner)
+    assert client.get(f"/studies/{study.public_id}/export/reads.csv").status_code == 200
+    (export,) = events(Action.EXPORTED)
+    assert export.actor == owner and export.object_id == study.public_id and "reads.csv" in export.summary
+
+
+def test_events_cannot_be_changed_or_deleted_and_export_as_csv(client, eight_lesions):
+    event = AuditEvent.objects.first()
+    event.summary = "tampered"
+    with pytest.raises(ValidationError, match="append-only"):
+        event.save()
+    with pytest.raises(ValidationError, match="append-only"):
+        event.delete()
+    admin = get_user_model().objects.create_superuser("boss", password="x")
+    client.force_login(admin)
+    assert client.get(f"/admin/audit/auditevent/{event.pk}/delete/").status_code == 403
+    page = client.get(f"/admin/audit/auditevent/{event.pk}/change/").content.decode()
+    assert "tampered" not in page and 'name="summary"' not in page  # shown, not editable
+    listing = client.get("/admin/audit/auditevent/?action__exact=case+imported")
+    assert listing.status_code == 200 and "8 audit events" in listing.content.decode()
+    selected = list(AuditEvent.objects.values_list("pk", flat=True))
+    response = client.post("/admin/audit/auditevent/", {"action": "export_csv", "_selected_action": selected})
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0][:3] == ["at", "actor", "action"] and len(rows) == 1 + len(selected)
+    assert AuditEvent.objects.filter(summary="tampered").count() == 0
+
+
+def test_an_import_from_the_command_line_has_no_actor(dataset, media):
+    dataset.add_case("C1").write_manifest()
+    import_dataset(dataset.root, dataset="cli")
+    (event,) = events(Action.CASE_IMPORTED)
+    assert event.actor is None and event.after == {"dataset": "cli", "source": "C1"}
