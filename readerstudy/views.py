@@ -9,8 +9,8 @@ from django.views.decorators.http import require_GET
 
 from readerstudy.cases.models import Case, Lesion
 from readerstudy.celery import app as celery_app
-from readerstudy.studies.blinding import may_administer
-from readerstudy.studies.models import STUDY_ADMINS_GROUP, Assignment, Reader, ReaderStudy
+from readerstudy.studies.blinding import administered_studies
+from readerstudy.studies.models import STUDY_ADMINS_GROUP, Assignment, Reader
 from readerstudy.studies.workflow import progress
 
 
@@ -24,8 +24,7 @@ def home(request):
     reader = Reader.objects.filter(user=request.user).first()
     assignments = Assignment.objects.filter(reader=reader, study__is_open=True).select_related("study")
     context = {"reader": reader, "studies": [(a.study, progress(a)) for a in assignments]}
-    administered = [s for s in ReaderStudy.objects.order_by("name") if may_administer(request.user, s)]
-    context["administered"] = administered
+    context["administered"] = administered_studies(request.user).order_by("name")
     if is_study_admin(request.user):
         context["cohort"] = {
             "cases": Case.objects.count(),

@@ -137,7 +137,7 @@ def test_the_report_lays_out_tables_3_and_4_and_figures_2_to_4(client, simulated
 
 def test_the_mrmc_files_carry_every_reader_and_phase_of_the_malignancy_likelihood(client, simulated):
     client.force_login(simulated.owner)
-    expected, truth, _ = mrmc_ratings(reads_frame(simulated), ("unaided", "aided"))
+    expected, truth, *_ = mrmc_ratings(reads_frame(simulated), ("unaided", "aided"))
     imrmc = read_imrmc(client.get(f"/studies/{simulated.public_id}/export/malignancy.imrmc").content.decode())
     rjafroc = read_rjafroc_xlsx(client.get(f"/studies/{simulated.public_id}/export/malignancy.xlsx").content)
     for data in (imrmc, rjafroc):

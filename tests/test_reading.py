@@ -369,3 +369,18 @@ def test_the_openapi_schema_and_docs_are_served(client):
 def test_the_openapi_schema_is_valid_without_warnings(tmp_path):
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yml"))
     assert "/api/studies/{study_id}/results/" in (tmp_path / "schema.yml").read_text()
+
+
+def test_the_viewer_opens_on_the_slice_of_largest_lesion_area_at_its_lps_centroid():
+    from readerstudy.cases.serving import display_window, focus_lps
+
+    mask = np.zeros((10, 10, 5), np.uint8)
+    mask[2:4, 2:4, 1] = 1  # 4 voxels
+    mask[5:8, 4:7, 3] = 1  # 9 voxels: the largest cross-section
+    affine = np.diag([2.0, 2.0, 5.0, 1.0])
+    affine[:3, 3] = (-10.0, 20.0, 30.0)
+    x, y, z = -10 + 2 * 6, 20 + 2 * 5, 30 + 5 * 3  # the RAS centre of the slice-3 blob
+    assert focus_lps(mask, affine) == [-x, -y, z]  # LPS: x and y negated
+    image = np.concatenate([np.zeros(50), np.arange(1, 951)]).reshape(10, 10, 10)
+    lower, upper = display_window(image)
+    assert lower == pytest.approx(10.49) and upper == pytest.approx(945.255)  # 1st, 99.5th of the nonzero voxels

@@ -7,6 +7,7 @@ results use one phase of their reads (``summarise``'s ``phase``). Pure: no datab
 
 import dataclasses
 from itertools import combinations
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -203,16 +204,25 @@ def calibration_table(reads: pd.DataFrame, model: pd.DataFrame) -> dict:
     return {"curves": curves, "brier": pd.DataFrame(scores)}
 
 
-def mrmc_ratings(reads: pd.DataFrame, phases: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, pd.Index]:
-    """ratings[reader, phase, lesion] of the malignancy likelihood on the lesions every reader read in every
-    phase (a fully crossed design), truth[lesion] malignant, and those lesions' ids."""
+class CrossedRatings(NamedTuple):
+    """values[reader, phase, lesion] of the malignancy likelihood, truth[lesion] malignant, and the readers'
+    names and lesions' ids along those axes."""
+
+    values: np.ndarray
+    truth: np.ndarray
+    readers: list[str]
+    lesions: pd.Index
+
+
+def mrmc_ratings(reads: pd.DataFrame, phases: tuple[str, ...]) -> CrossedRatings:
+    """The ratings on the lesions every reader read in every phase (a fully crossed design)."""
     wanted = reads[reads["phase"].isin(phases)]
     table = wanted.pivot_table(index=["reader", "phase"], columns="lesion", values="malignancy", aggfunc="first")
-    full = pd.MultiIndex.from_product([sorted(wanted["reader"].unique()), phases])
-    table = table.reindex(full).dropna(axis=1)
-    ratings = table.to_numpy(float).reshape(len(full) // len(phases), len(phases), len(table.columns))
+    readers = sorted(wanted["reader"].unique())
+    table = table.reindex(pd.MultiIndex.from_product([readers, phases])).dropna(axis=1)
+    values = table.to_numpy(float).reshape(len(readers), len(phases), len(table.columns))
     truth = wanted.groupby("lesion")["label_malignant"].first().reindex(table.columns).to_numpy(bool)
-    return ratings, truth, table.columns
+    return CrossedRatings(values, truth, readers, table.columns)
 
 
 def mrmc(all_reads: pd.DataFrame, model: pd.DataFrame, phase: str) -> dict:
@@ -224,13 +234,13 @@ def mrmc(all_reads: pd.DataFrame, model: pd.DataFrame, phase: str) -> dict:
         return ratings.shape[0] >= 2 and min(truth.sum(), (~truth).sum()) >= 2
 
     result = {}
-    ratings, truth, _ = mrmc_ratings(all_reads, ("unaided", "aided"))
-    if analysable(ratings, truth):
-        result["aided_vs_unaided"] = or_analysis(ratings, truth)
-    ratings, truth, lesions = mrmc_ratings(all_reads, (phase,))
-    scores = model.set_index("lesion")["model_p_malignant"].reindex(lesions)
-    if analysable(ratings, truth) and scores.notna().all():
-        result["model_vs_readers"] = model_vs_readers(ratings[:, 0, :], scores.to_numpy(float), truth)
+    both = mrmc_ratings(all_reads, ("unaided", "aided"))
+    if analysable(both.values, both.truth):
+        result["aided_vs_unaided"] = or_analysis(both.values, both.truth)
+    one = mrmc_ratings(all_reads, (phase,))
+    scores = model.set_index("lesion")["model_p_malignant"].reindex(one.lesions)
+    if analysable(one.values, one.truth) and scores.notna().all():
+        result["model_vs_readers"] = model_vs_readers(one.values[:, 0, :], scores.to_numpy(float), one.truth)
     return result
 
 

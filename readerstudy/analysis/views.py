@@ -110,15 +110,20 @@ def export_mrmc(request, study_id, fmt):
     study = administered_study(request, study_id)
     reads = reads_frame(study)
     phases = tuple(p for p in ("unaided", "aided") if p in set(reads["phase"]))
-    ratings, truth, lesions = mrmc_ratings(reads, phases)
-    if not phases or ratings.size == 0:
+    crossed = mrmc_ratings(reads, phases)
+    if not phases or crossed.values.size == 0:
         raise Http404("No lesion has been read by every reader yet.")
-    readers = sorted(reads["reader"].unique())
-    cases = [str(n) for n in range(1, len(lesions) + 1)]
+    arrays = (
+        crossed.values,
+        crossed.truth,
+        crossed.readers,
+        phases,
+        [str(n) for n in range(1, len(crossed.lesions) + 1)],
+    )
     if fmt == "imrmc":
-        body, content_type = write_imrmc(ratings, truth, readers, phases, cases, title=study.name), "text/plain"
+        body, content_type = write_imrmc(*arrays, title=study.name), "text/plain"
     else:
-        body = write_rjafroc_xlsx(ratings, truth, readers, phases, cases)
+        body = write_rjafroc_xlsx(*arrays)
         content_type = FORMATS["xlsx"][1]
     return attachment(study, body, content_type, f"malignancy.{fmt}")
 

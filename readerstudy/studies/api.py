@@ -8,15 +8,15 @@ from django.db import IntegrityError, transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference.domain import class_index
 from readerstudy.cases.models import Lesion
-from readerstudy.studies.blinding import assignment_for, is_assist, may_view_lesion, revealable
+from readerstudy.studies.blinding import is_assist, may_view_lesion, open_assignment, revealable, study_lesion
 from readerstudy.studies.disclosure import disclose
-from readerstudy.studies.models import Assignment, Disclosure, Phase, Presentation, Read, ReaderStudy
+from readerstudy.studies.models import Assignment, Disclosure, Phase, Presentation, Read
 from readerstudy.studies.serializers import (
     MyStudySerializer,
     ProgressSerializer,
@@ -24,34 +24,16 @@ from readerstudy.studies.serializers import (
     ReadSerializer,
 )
 from readerstudy.studies.viewing import descriptor
-from readerstudy.studies.workflow import first_reads, progress
+from readerstudy.studies.workflow import Progress, first_reads, progress
 
 
 class Conflict(PermissionDenied):
     status_code = status.HTTP_409_CONFLICT
 
 
-def my_assignment(request, study_id: str) -> Assignment:
-    """The requesting reader's assignment in the open study ``study_id``; 404 otherwise (whether the study
-    exists, is closed or is someone else's is not told apart)."""
-    study = ReaderStudy.objects.filter(public_id=study_id).first()
-    assignment = assignment_for(request.user, study) if study else None
-    if assignment is None:
-        raise NotFound("No open study of yours has this id.")
-    return assignment
-
-
-def my_lesion(assignment: Assignment, lesion_id: str) -> Lesion:
-    lesion = assignment.study.lesions.filter(public_id=lesion_id).first()
-    if lesion is None:
-        raise NotFound("This study has no lesion with this id.")
-    return lesion
-
-
-def progress_data(assignment: Assignment) -> dict:
-    p = progress(assignment)
-    return {"session": p.session, "sessions": p.sessions, "done": p.done, "total": p.total,
-            "finished": p.finished, "opens_at": p.opens_at}  # fmt: skip
+def progress_data(now: Progress) -> dict:
+    return {"session": now.session, "sessions": now.sessions, "done": now.done, "total": now.total,
+            "finished": now.finished, "opens_at": now.opens_at}  # fmt: skip
 
 
 NEXT_SCHEMA = inline_serializer("NextLesion", {
@@ -71,29 +53,30 @@ class MyStudies(APIView):
     @extend_schema(responses=MyStudySerializer(many=True), summary="My open studies with my progress")
     def get(self, request):
         assignments = Assignment.objects.filter(reader__user=request.user, study__is_open=True)
-        data = [{"study": a.study, "progress": progress_data(a)} for a in assignments.select_related("study")]
+        data = [{"study": a.study, "progress": progress_data(progress(a))} for a in assignments.select_related("study")]
         return Response(MyStudySerializer(data, many=True).data)
 
 
 class MyProgress(APIView):
     @extend_schema(responses=ProgressSerializer, summary="My progress in a study")
     def get(self, request, study_id):
-        return Response(ProgressSerializer(progress_data(my_assignment(request, study_id))).data)
+        return Response(ProgressSerializer(progress_data(progress(open_assignment(request.user, study_id)))).data)
 
 
 class NextLesion(APIView):
     @extend_schema(responses=NEXT_SCHEMA, summary="My next lesion: where I left off, in my own order")
     def get(self, request, study_id):
-        assignment = my_assignment(request, study_id)
-        task = progress(assignment).next_task
-        body = {"progress": progress_data(assignment), "task": None, "assist": None, "viewer": None}
+        assignment = open_assignment(request.user, study_id)
+        now = progress(assignment)
+        task = now.next_task
+        body = {"progress": progress_data(now), "task": None, "assist": None, "viewer": None}
         if task is None:
             return Response(body)
         lesion = Lesion.objects.get(pk=task.lesion_id)
         Presentation.objects.get_or_create(assignment=assignment, lesion=lesion, phase=task.phase)
         body["task"] = {"lesion": lesion.public_id, "phase": task.phase, "session": task.session}
         if task.phase == Phase.AIDED:
-            body["assist"], _ = disclose(assignment, lesion, revealable(assignment, lesion.pk), "assist")
+            body["assist"], _ = disclose(assignment, lesion, revealable(assignment, lesion.pk, now), "assist")
         body["viewer"] = descriptor(assignment.study, lesion)
         return Response(body)
 
@@ -101,8 +84,8 @@ class NextLesion(APIView):
 class LesionViewer(APIView):
     @extend_schema(responses=dict, summary="The viewer's files for a lesion I may view (revisiting)")
     def get(self, request, study_id, lesion_id):
-        assignment = my_assignment(request, study_id)
-        lesion = my_lesion(assignment, lesion_id)
+        assignment = open_assignment(request.user, study_id)
+        lesion = study_lesion(assignment, lesion_id)
         if not may_view_lesion(assignment, lesion.pk):
             raise PermissionDenied("This lesion is not open to you now.")
         return Response(descriptor(assignment.study, lesion))
@@ -111,36 +94,37 @@ class LesionViewer(APIView):
 class LesionFeedback(APIView):
     @extend_schema(responses=dict, summary="What the study reveals about a lesion after my read is locked")
     def get(self, request, study_id, lesion_id):
-        assignment = my_assignment(request, study_id)
-        lesion = my_lesion(assignment, lesion_id)
-        allowed = revealable(assignment, lesion.pk)
+        assignment = open_assignment(request.user, study_id)
+        lesion = study_lesion(assignment, lesion_id)
+        now = progress(assignment)
+        allowed = revealable(assignment, lesion.pk, now)
         if not allowed:
             raise PermissionDenied("Nothing about this lesion is shown to you now.")
-        purpose = "assist" if is_assist(assignment, lesion.pk) else "feedback"
+        purpose = "assist" if is_assist(now, lesion.pk) else "feedback"
         return Response(disclose(assignment, lesion, allowed, purpose)[0])
 
 
 class Reads(APIView):
     @extend_schema(responses=ReadSerializer(many=True), summary="My reads in a study, first reads and amendments")
     def get(self, request, study_id):
-        assignment = my_assignment(request, study_id)
+        assignment = open_assignment(request.user, study_id)
         reads = Read.objects.filter(assignment=assignment).select_related("lesion", "supersedes")
         return Response(ReadSerializer(reads, many=True).data)
 
     @extend_schema(request=ReadInputSerializer, responses={201: SUBMIT_SCHEMA, 200: SUBMIT_SCHEMA},
                    summary="Submit a read (a repeated submit returns the read already locked)")  # fmt: skip
     def post(self, request, study_id):
-        assignment = my_assignment(request, study_id)
+        assignment = open_assignment(request.user, study_id)
         form = ReadInputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         values = form.validated_data
-        lesion = my_lesion(assignment, values["lesion"])
+        lesion = study_lesion(assignment, values["lesion"])
         read, created = (amend if values["amend"] else submit)(assignment, lesion, values)
-        feedback = None
-        allowed = revealable(assignment, lesion.pk)
-        if allowed and not is_assist(assignment, lesion.pk):
+        feedback, now = None, progress(assignment)
+        allowed = revealable(assignment, lesion.pk, now)
+        if allowed and not is_assist(now, lesion.pk):
             feedback, _ = disclose(assignment, lesion, allowed, "feedback")
-        body = {"read": ReadSerializer(read).data, "feedback": feedback, "progress": progress_data(assignment)}
+        body = {"read": ReadSerializer(read).data, "feedback": feedback, "progress": progress_data(now)}
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 

@@ -16,37 +16,54 @@ nothing else decides. Reads are only ever looked up through the asking reader's 
   superusers; never a reader of it.
 """
 
+from django.db.models import Q, QuerySet
+from django.http import Http404
+
+from readerstudy.cases.models import Lesion
 from readerstudy.studies.models import STUDY_ADMINS_GROUP, Assignment, Design, Feedback, Phase, ReaderStudy
-from readerstudy.studies.workflow import first_reads, pending_phases, progress
+from readerstudy.studies.workflow import Progress, progress
 
 MODEL, SALIENCY, REFERENCE = "model", "saliency", "reference"
 
 
-def assignment_for(user, study: ReaderStudy) -> Assignment | None:
-    """The user's assignment in ``study`` if they may read in it now (open study), else None."""
-    if not study.is_open or not user.is_authenticated:
-        return None
-    return Assignment.objects.filter(study=study, reader__user=user).select_related("study", "reader").first()
+def open_assignment(user, study_id: str) -> Assignment:
+    """The user's assignment in the open study ``study_id``; Http404 otherwise (whether the study exists, is
+    closed or is someone else's is not told apart)."""
+    assignment = None
+    if user.is_authenticated:
+        assignment = (Assignment.objects.filter(study__public_id=study_id, study__is_open=True, reader__user=user)
+                      .select_related("study", "reader").first())  # fmt: skip
+    if assignment is None:
+        raise Http404("No open study of yours has this id.")
+    return assignment
 
 
-def may_view_lesion(assignment: Assignment, lesion_id: int) -> bool:
-    """Images of ``lesion_id``: the current task's lesion, or a read lesion where revisiting is allowed."""
-    task = progress(assignment).next_task
-    if task is not None and task.lesion_id == lesion_id:
+def study_lesion(assignment: Assignment, lesion_id: str) -> Lesion:
+    """The lesion ``lesion_id`` (its public id) of the assignment's study; Http404 otherwise."""
+    lesion = assignment.study.lesions.filter(public_id=lesion_id).first()
+    if lesion is None:
+        raise Http404("This study has no lesion with this id.")
+    return lesion
+
+
+def may_view_lesion(assignment: Assignment, lesion_id: int, now: Progress | None = None) -> bool:
+    """Images of ``lesion_id``: the current task's lesion, or a read lesion where revisiting is allowed.
+    ``now``: the reader's progress, when the caller has it already."""
+    now = now or progress(assignment)
+    if now.next_task is not None and now.next_task.lesion_id == lesion_id:
         return True
-    return assignment.study.allow_revisit and first_reads(assignment).filter(lesion_id=lesion_id).exists()
+    return assignment.study.allow_revisit and now.has_read(lesion_id)
 
 
-def revealable(assignment: Assignment, lesion_id: int) -> frozenset[str]:
+def revealable(assignment: Assignment, lesion_id: int, now: Progress | None = None) -> frozenset[str]:
     """What of ``lesion_id`` may be shown to this reader now: a subset of {MODEL, SALIENCY, REFERENCE}."""
     study = assignment.study
-    task = progress(assignment).next_task
-    pending = pending_phases(assignment, lesion_id)
+    now = now or progress(assignment)
+    pending = now.pending_phases(lesion_id)
     allowed: set[str] = set()
-    if _assists(task, lesion_id):
+    if is_assist(now, lesion_id):
         allowed |= {MODEL, SALIENCY}
-    has_read = first_reads(assignment).filter(lesion_id=lesion_id).exists()
-    if has_read and Phase.UNAIDED not in pending:
+    if now.has_read(lesion_id) and Phase.UNAIDED not in pending:
         read_aided = study.design != Design.UNAIDED and Phase.AIDED not in pending
         if study.feedback != Feedback.NONE or read_aided:
             allowed |= {MODEL, SALIENCY}
@@ -57,23 +74,25 @@ def revealable(assignment: Assignment, lesion_id: int) -> frozenset[str]:
     return frozenset(allowed)
 
 
-def is_assist(assignment: Assignment, lesion_id: int) -> bool:
+def is_assist(now: Progress, lesion_id: int) -> bool:
     """True when the reader's current task is an aided read of ``lesion_id`` (AI output shown first)."""
-    return _assists(progress(assignment).next_task, lesion_id)
-
-
-def _assists(task, lesion_id: int) -> bool:
+    task = now.next_task
     return task is not None and task.lesion_id == lesion_id and task.phase == Phase.AIDED
 
 
-def may_administer(user, study: ReaderStudy) -> bool:
-    """True for a superuser, and for the study's owner or a granted study admin who is in the study admins
-    group and not one of its readers."""
+def administered_studies(user) -> QuerySet[ReaderStudy]:
+    """The studies whose results ``user`` may see: every study for a superuser; for a member of the study
+    admins group, those they own or were granted and do not read in; none otherwise."""
     if not user.is_authenticated:
-        return False
+        return ReaderStudy.objects.none()
     if user.is_superuser:
-        return True
-    if study.assignments.filter(reader__user=user).exists():
-        return False
-    is_admin = user.groups.filter(name=STUDY_ADMINS_GROUP).exists()
-    return is_admin and (study.owner_id == user.pk or study.admins.filter(pk=user.pk).exists())
+        return ReaderStudy.objects.all()
+    if not user.groups.filter(name=STUDY_ADMINS_GROUP).exists():
+        return ReaderStudy.objects.none()
+    mine = ReaderStudy.objects.filter(Q(owner=user) | Q(admins=user)).exclude(assignments__reader__user=user)
+    return mine.distinct()
+
+
+def may_administer(user, study: ReaderStudy) -> bool:
+    """True when ``study`` is one of ``administered_studies(user)``."""
+    return administered_studies(user).filter(pk=study.pk).exists()

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from inference.domain import CLASSES, is_malignant
+from readerstudy.predictions.models import Prediction
 from readerstudy.studies.models import Phase, Read, ReaderStudy
 from readerstudy.studies.workflow import tasks
 
@@ -28,15 +29,17 @@ def simulate_reads(study: ReaderStudy, seed: int = 0) -> int:
     """Fill every assigned reader's missing reads of ``study`` (sequential design); returns reads made."""
     made = 0
     start = timezone.now() - timedelta(days=7)
+    lesions = {lesion.pk: lesion for lesion in study.lesions.all()}
+    done_predictions = Prediction.objects.filter(model_version_id=study.model_version_id, status=Prediction.Status.DONE)
+    predictions = {p.lesion_id: p for p in done_predictions.filter(lesion__in=lesions.values())}
     for n, assignment in enumerate(study.assignments.order_by("id")):
         rng = np.random.default_rng([seed, n])
         done = set(assignment.reads.values_list("lesion_id", "phase"))
         clock = start
         unaided: dict[int, int] = {}
         for task in tasks(assignment):
-            lesion = study.lesions.get(pk=task.lesion_id)
-            prediction = study.prediction_for(lesion)
-            model_class = prediction.predicted_class if prediction and prediction.status == "done" else None
+            lesion, prediction = lesions[task.lesion_id], predictions.get(task.lesion_id)
+            model_class = prediction.predicted_class if prediction else None
             if task.phase == Phase.UNAIDED:
                 right = rng.random() < ACCURACY[assignment.group]
                 diagnosis = lesion.label if right else _other(rng, lesion.label)
@@ -51,8 +54,7 @@ def simulate_reads(study: ReaderStudy, seed: int = 0) -> int:
             read = Read(assignment=assignment, lesion=lesion, phase=task.phase, session=task.session,
                         diagnosis=diagnosis, confidence=int(rng.integers(2, 6)),
                         malignancy=int(np.clip(round(likelihood), 0, 100)), shown_at=shown,
-                        prediction_shown=prediction if task.phase == Phase.AIDED and model_class is not None
-                        else None)  # fmt: skip
+                        prediction_shown=prediction if task.phase == Phase.AIDED else None)  # fmt: skip
             read.save()
             Read.objects.filter(pk=read.pk).update(submitted_at=clock)  # simulated time, not now
             made += 1

@@ -24,7 +24,8 @@ class Task:
 
 @dataclass(frozen=True)
 class Progress:
-    """Lesions finished (every phase read) of the lesions in the current session."""
+    """Lesions finished (every phase read) of the lesions in the current session, the next task, and the
+    reads owed and given as (lesion id, phase) pairs, so that questions about one lesion need no query."""
 
     session: int
     sessions: int
@@ -33,10 +34,19 @@ class Progress:
     next_task: Task | None
     opens_at: datetime | None
     """When the next session opens, while a washout holds it back."""
+    owed: frozenset[tuple[int, str]]
+    read: frozenset[tuple[int, str]]
 
     @property
     def finished(self) -> bool:
         return self.next_task is None and self.opens_at is None
+
+    def has_read(self, lesion_id: int) -> bool:
+        return any(lesion == lesion_id for lesion, _ in self.read)
+
+    def pending_phases(self, lesion_id: int) -> set[str]:
+        """Phases of ``lesion_id`` the reader has still to read (in any session)."""
+        return {phase for lesion, phase in self.owed - self.read if lesion == lesion_id}
 
 
 def tasks(assignment: Assignment) -> list[Task]:
@@ -61,8 +71,9 @@ def first_reads(assignment: Assignment):
 def progress(assignment: Assignment, now: datetime | None = None) -> Progress:
     """Where the reader stands. A crossover's second session opens ``washout_days`` after the last read
     of the first session."""
-    done = set(first_reads(assignment).values_list("lesion_id", "phase"))
-    pending = [t for t in tasks(assignment) if (t.lesion_id, t.phase) not in done]
+    done = frozenset(first_reads(assignment).values_list("lesion_id", "phase"))
+    owed = tasks(assignment)
+    pending = [t for t in owed if (t.lesion_id, t.phase) not in done]
     sessions = len(assignment.orders)
     next_task, opens_at = (pending[0] if pending else None), None
     session = next_task.session if next_task else sessions
@@ -73,10 +84,5 @@ def progress(assignment: Assignment, now: datetime | None = None) -> Progress:
             next_task, opens_at, session = None, opens, session - 1
     total = len(assignment.orders[session - 1])
     unfinished = {t.lesion_id for t in pending if t.session == session}
-    return Progress(session, sessions, total - len(unfinished), total, next_task, opens_at)
-
-
-def pending_phases(assignment: Assignment, lesion_id: int) -> set[str]:
-    """Phases of ``lesion_id`` the reader has still to read (in any session)."""
-    done = set(first_reads(assignment).filter(lesion_id=lesion_id).values_list("phase", flat=True))
-    return {t.phase for t in tasks(assignment) if t.lesion_id == lesion_id} - done
+    owed_pairs = frozenset((t.lesion_id, t.phase) for t in owed)
+    return Progress(session, sessions, total - len(unfinished), total, next_task, opens_at, owed_pairs, done)

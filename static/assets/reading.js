@@ -8,7 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const form = $("answer");
   const csrf = form.querySelector("[name=csrfmiddlewaretoken]").value;
-  const page = { viewer: null, task: null, shownLesion: null, step: "diagnosis", mode: "loading", maskOn: true };
+  const page = { viewer: null, task: null, shownLesion: null, step: "diagnosis", mode: "loading" };
   window.liverread = page; // read by the browser tests and the benchmark
 
   function status(text, kind = "info") {
@@ -96,12 +96,22 @@
     if (payload.reference) ref.textContent = `Reference diagnosis: ${payload.reference.title}`;
   }
 
-  async function loadNext() {
+  function beginLoading(text) {
     page.mode = "loading";
-    $("next").hidden = true;
-    $("back").hidden = true;
-    $("done").hidden = true;
-    status("Loading the next lesion…");
+    for (const id of ["next", "back", "done"]) $(id).hidden = true;
+    status(text);
+  }
+
+  async function showLesion(lesion, descriptor) {
+    $("reveal").hidden = true;
+    page.viewer.clearSaliency();
+    page.shownLesion = null;
+    await page.viewer.show(descriptor);
+    page.shownLesion = lesion;
+  }
+
+  async function loadNext() {
+    beginLoading("Loading the next lesion…");
     const next = await api(root.dataset.next);
     showProgress(next.progress);
     page.task = next.task;
@@ -110,15 +120,7 @@
     $("phase").textContent = aided ? "Aided read: the model's output is shown; give your read again." : "Unaided read";
     $("phase").dataset.phase = next.task.phase;
     resetForm();
-    if (page.shownLesion !== next.task.lesion) {
-      $("reveal").hidden = true;
-      page.viewer.clearSaliency();
-      page.shownLesion = null;
-      const started = performance.now();
-      await page.viewer.show(next.viewer);
-      page.shownLesion = next.task.lesion;
-      page.lastShowMs = performance.now() - started;
-    }
+    if (page.shownLesion !== next.task.lesion) await showLesion(next.task.lesion, next.viewer);
     if (aided) await reveal(next.assist, "Model output (before your aided read)");
     form.hidden = false;
     page.mode = "reading";
@@ -214,16 +216,8 @@
   }
 
   async function revisitRead(read) {
-    page.mode = "loading";
-    status("Loading the lesion you read…");
-    const descriptor = await api(`/api/studies/${root.dataset.study}/lesions/${read.lesion}/`);
-    $("reveal").hidden = true;
-    $("next").hidden = true;
-    $("done").hidden = true;
-    page.viewer.clearSaliency();
-    page.shownLesion = null;
-    await page.viewer.show(descriptor);
-    page.shownLesion = read.lesion;
+    beginLoading("Loading the lesion you read…");
+    await showLesion(read.lesion, await api(`/api/studies/${root.dataset.study}/lesions/${read.lesion}/`));
     $("back").hidden = false;
     const amend = root.dataset.amend === "true";
     $("phase").textContent = amend ? "Revisiting: submit to amend this read" : "Revisiting (view only)";
@@ -254,10 +248,7 @@
   });
   $("next").addEventListener("click", () => loadNext().catch(fail));
   $("back").addEventListener("click", () => loadNext().catch(fail));
-  $("mask-toggle").addEventListener("click", () => {
-    page.maskOn = !page.maskOn;
-    page.viewer.setMaskVisible(page.maskOn);
-  });
+  $("mask-toggle").addEventListener("click", () => page.viewer.toggleMask());
   document.addEventListener("keydown", onKey);
 
   LiverReadViewer.create($("viewer"), { onStatus: (text, kind) => status(text, kind) })

@@ -54,6 +54,6 @@ export function bindInteraction(viewer) {
 
   listen(document, 'keydown', (event) => {
     if (event.key !== 'm' || event.ctrlKey || event.altKey || event.metaKey || isTyping(event.target)) return;
-    viewer.setMaskVisible(!viewer.maskVisible);
+    viewer.toggleMask();
   });
 }

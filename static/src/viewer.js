@@ -352,6 +352,10 @@ class Viewer {
     this.engine.renderViewports(this.ready().map((view) => view.name));
   }
 
+  toggleMask() {
+    this.setMaskVisible(!this.maskVisible);
+  }
+
   setMaskVisible(visible) {
     this.maskVisible = Boolean(visible);
     this.views.forEach((view) => view.outline.setVisible(this.maskVisible));
@@ -419,6 +423,7 @@ export async function create(element, { onStatus } = {}) {
   return {
     show: (lesion) => viewer.show(lesion),
     setMaskVisible: (visible) => viewer.setMaskVisible(visible),
+    toggleMask: () => viewer.toggleMask(),
     showSaliency: (maps) => viewer.showSaliency(maps),
     clearSaliency: () => viewer.clearSaliency(),
     state: () => viewer.state(),
