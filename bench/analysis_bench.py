@@ -76,6 +76,9 @@ def from_database(var: Path) -> None:
 
     django.setup()
     from django.core.cache import cache
+    from django.core.management import call_command
+
+    call_command("migrate", "--noinput", verbosity=0)  # the copy may be older than the code
 
     from readerstudy.analysis.summary import study_results
     from readerstudy.cases.models import Lesion

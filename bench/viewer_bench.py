@@ -65,7 +65,8 @@ def main() -> None:
         source.backup(copy)
     env = {**os.environ, "LIVERREAD_VAR": str(scratch), "MEDIA_ROOT": str(args.var / "media")}
     manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "collectstatic", "--noinput", "-v0"], env=env, check=True)
+    for command in (["migrate", "--noinput", "-v0"], ["collectstatic", "--noinput", "-v0"]):  # the copy may be older
+        subprocess.run([*manage, *command], env=env, check=True)
     setup = subprocess.run([*manage, "shell", "-c", SETUP.format(fov=args.fov or None)], env=env, check=True,
                            capture_output=True, text=True)  # fmt: skip
     world = json.loads(setup.stdout.strip().splitlines()[-1])
