@@ -35,7 +35,8 @@ def test_imports_studies_assignments_and_reads_are_recorded_with_who_did_them(cl
     finally:
         current_actor.reset(token)
     (created,) = events(Action.STUDY_CREATED)
-    (changed,) = events(Action.STUDY_CHANGED)
+    lesions_set, changed = events(Action.STUDY_CHANGED)
+    assert lesions_set.before == {"lesions": []} and len(lesions_set.after["lesions"]) == 8
     assert created.actor == owner and created.object_id == study.public_id and created.after["design"] == "unaided"
     assert changed.before == {"feedback": "none", "is_open": True} and changed.after == {
         "feedback": "model",
@@ -72,6 +73,10 @@ def test_events_cannot_be_changed_or_deleted_and_export_as_csv(client, eight_les
         event.save()
     with pytest.raises(ValidationError, match="append-only"):
         event.delete()
+    with pytest.raises(ValidationError, match="append-only"):
+        AuditEvent.objects.filter(pk=event.pk).update(summary="tampered")
+    with pytest.raises(ValidationError, match="append-only"):
+        AuditEvent.objects.all().delete()
     admin = get_user_model().objects.create_superuser("boss", password="x")
     client.force_login(admin)
     assert client.get(f"/admin/audit/auditevent/{event.pk}/delete/").status_code == 403
@@ -84,6 +89,25 @@ def test_events_cannot_be_changed_or_deleted_and_export_as_csv(client, eight_les
     rows = list(csv.reader(io.StringIO(response.content.decode())))
     assert rows[0][:3] == ["at", "actor", "action"] and len(rows) == 1 + len(selected)
     assert AuditEvent.objects.filter(summary="tampered").count() == 0
+
+
+def test_lesions_and_admins_of_a_study_are_recorded_from_either_side(eight_lesions):
+    study = new_study(eight_lesions[:2], name="Members")
+    first, second, third = (lesion.public_id for lesion in eight_lesions[:3])
+    boss = get_user_model().objects.create_user("boss", password="x")
+    baseline = AuditEvent.objects.count()
+    study.lesions.remove(eight_lesions[0])
+    eight_lesions[2].studies.add(study)  # the reverse side
+    study.admins.add(boss)
+    boss.administered_studies.clear()  # the reverse side, cleared
+    study.lesions.add(eight_lesions[1])  # already there: no event
+    changes = [(e.before, e.after) for e in AuditEvent.objects.order_by("id")][baseline:]
+    assert changes == [
+        ({"lesions": sorted([first, second])}, {"lesions": [second]}),
+        ({"lesions": [second]}, {"lesions": sorted([second, third])}),
+        ({"admins": []}, {"admins": ["boss"]}),
+        ({"admins": ["boss"]}, {"admins": []}),
+    ]
 
 
 def test_an_import_from_the_command_line_has_no_actor(dataset, media):

@@ -5,6 +5,16 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 
+class AppendOnlyQuerySet(models.QuerySet):
+    """Bulk ``update`` and ``delete`` refused too, so no code path of the app rewrites the trail."""
+
+    def update(self, **kwargs):
+        raise ValidationError("audit events are append-only")
+
+    def delete(self):
+        raise ValidationError("audit events are append-only")
+
+
 class AuditEvent(models.Model):
     """An event; never changed or deleted through the app (``save`` refuses an update, ``delete`` refuses)."""
 
@@ -26,6 +36,8 @@ class AuditEvent(models.Model):
     summary = models.CharField(max_length=300)
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:
         ordering = ["-at", "-id"]

@@ -1,7 +1,8 @@
-"""What the audit trail listens to: imports, studies, assignments and reads (model activations and exports
-call ``record`` where they happen)."""
+"""What the audit trail listens to: imports, studies (their fields, lesions and granted admins), assignments
+and reads (model activations and exports call ``record`` where they happen)."""
 
-from django.db.models.signals import post_save, pre_save
+from django.contrib.auth import get_user_model
+from django.db.models.signals import m2m_changed, post_save, pre_save
 from django.dispatch import receiver
 from django.forms.models import model_to_dict
 
@@ -38,6 +39,40 @@ def study_saved(sender, instance, created, **kwargs):
     if changed:
         record(Action.STUDY_CHANGED, instance, f"study {instance.name!r} changed: {', '.join(changed)}",
                before={f: before.get(f) for f in changed}, after={f: now.get(f) for f in changed})  # fmt: skip
+
+
+def _members(field: str, study: ReaderStudy) -> set[str]:
+    """A study's lesions (public ids) or granted admins (usernames)."""
+    if field == "lesions":
+        return set(study.lesions.values_list("public_id", flat=True))
+    return set(study.admins.values_list(get_user_model().USERNAME_FIELD, flat=True))
+
+
+def _record_members(study: ReaderStudy, field: str, before: set[str], after: set[str]) -> None:
+    added, removed = sorted(after - before), sorted(before - after)
+    if added or removed:
+        record(Action.STUDY_CHANGED, study, f"study {study.name!r} changed: {field} +{len(added)} -{len(removed)}",
+               before={field: sorted(before)}, after={field: sorted(after)})  # fmt: skip
+
+
+@receiver(m2m_changed, sender=ReaderStudy.lesions.through)
+@receiver(m2m_changed, sender=ReaderStudy.admins.through)
+def study_members_changed(sender, instance, action, reverse, pk_set, **kwargs):
+    """Lesions or admins added to, removed from or cleared off a study, from either side of the relation
+    (``reverse``: ``instance`` is the lesion or user and ``pk_set`` the studies); before and after are each
+    affected study's whole set."""
+    field = "lesions" if sender is ReaderStudy.lesions.through else "admins"
+    if action.startswith("pre_"):
+        if not reverse:
+            studies = [instance]
+        elif pk_set is None:  # clear
+            studies = ReaderStudy.objects.filter(**{field: instance})
+        else:
+            studies = ReaderStudy.objects.filter(pk__in=pk_set)
+        instance._audit_members_before = {study: _members(field, study) for study in studies}
+    else:
+        for study, before in instance._audit_members_before.items():
+            _record_members(study, field, before, _members(field, study))
 
 
 @receiver(post_save, sender=Assignment)
