@@ -7,10 +7,34 @@ the keyed hash that turns patient ids into pseudonyms), LIVERREAD_VAR (where the
 embedded default keeps its state), CELERY_VISIBILITY_TIMEOUT and the PREDICTION_*
 / TRAINING_* timings below. With none set: SQLite, Celery eager and media
 under ``var/``; generated secrets are kept in ``var/`` and never committed.
+
+Security (``python manage.py check --deploy`` is clean with HTTPS on, DEBUG off):
+- HTTPS: the site is served over HTTPS only. Plain HTTP is redirected to HTTPS
+  (except ``/healthz``, which the container's health check asks over plain HTTP),
+  the session and CSRF cookies are sent over HTTPS only, and HSTS tells browsers
+  to use HTTPS for a year on this host and its subdomains, preload included (a
+  host below a registrable domain cannot be submitted to the preload list, so
+  ``preload`` commits nothing more than the year and the subdomains). Off by
+  default: the embedded demo serves plain HTTP on 127.0.0.1 (DEBUG off too), so
+  its cookies must not be HTTPS-only.
+- BEHIND_PROXY: a reverse proxy terminates TLS in front of gunicorn and is the
+  only client that reaches it. Its ``X-Forwarded-Proto: https`` marks a request
+  secure, and the last address of ``X-Forwarded-For`` (the one the proxy
+  appended) is the client address that login throttling counts.
+- CSRF_TRUSTED_ORIGINS (comma-separated, e.g. ``https://liverread.example.org``):
+  origins allowed to POST besides the request's own host.
+- Always: 5 failed logins for one username from one client address lock that
+  pair out for 15 minutes (django-axes; a success resets the count; a superuser
+  unlocks in the admin's "Access attempts" or with ``manage.py axes_reset_username``);
+  pages may not be framed (X-Frame-Options DENY: the viewer is a page of its
+  own, never framed); the Referer is sent to this site only (same-origin); the
+  session cookie is hidden from JavaScript and lasts a working day (10 hours),
+  after which the reader logs in again.
 """
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -42,6 +66,8 @@ SECRET_KEY = _secret("SECRET_KEY")
 PSEUDONYM_KEY = _secret("PSEUDONYM_KEY")
 DEBUG = _env_flag("DEBUG", False)
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
+HTTPS = _env_flag("HTTPS", False)
+BEHIND_PROXY = _env_flag("BEHIND_PROXY", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -58,11 +84,13 @@ INSTALLED_APPS = [
     "readerstudy.predictions",
     "readerstudy.analysis",
     "readerstudy.audit",
+    "axes",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "readerstudy.unavailable.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -70,6 +98,7 @@ MIDDLEWARE = [
     "readerstudy.audit.recording.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "readerstudy.urls"
@@ -94,6 +123,7 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
         conn_max_age=60,
+        conn_health_checks=True,  # a connection lost in a database restart is replaced, not used
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -106,9 +136,40 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+
+
+def forwarded_client_ip(request) -> str | None:
+    """The address our reverse proxy appended to X-Forwarded-For (the last one; a client can forge the others)."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
+    return forwarded or request.META.get("REMOTE_ADDR")
+
+
+# Login throttling (django-axes), see the docstring.
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = forwarded_client_ip if BEHIND_PROXY else None
+
+# Transport, cookies and headers, see the docstring.
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = 365 * 24 * 60 * 60 if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_PROXY else None
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = 10 * 60 * 60  # seconds: a working day
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
@@ -125,6 +186,7 @@ STORAGES = {
 }
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or VAR_DIR / "media")
 MEDIA_URL = "media/"  # never served directly: case files go through permission-checked views
+DICOM_UPLOAD_MAX_BYTES = int(os.environ.get("DICOM_UPLOAD_MAX_BYTES", 4 << 30))  # a DICOM zip, and its unpacked files
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

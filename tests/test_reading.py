@@ -312,7 +312,7 @@ def test_stored_files_have_no_public_route(client, eight_lesions, settings):
 
 def test_a_study_admin_assigns_readers_in_a_chosen_group(client, eight_lesions, study_admin):
     readers = [make_reader("r1"), make_reader("r2", "general")]
-    study = new_study(eight_lesions)
+    study = new_study(eight_lesions, owner=study_admin)  # a study admin assigns to the studies they administer
     form = {"action": "assign_to_study", "_selected_action": [r.pk for r in readers], "apply": "1",
             "study": study.pk, "group": "academic"}  # fmt: skip
     response = client.post("/admin/studies/reader/", form, follow=True)

@@ -7,8 +7,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "PSEUDONYM_KEY")
-PROBE = """
+VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "PSEUDONYM_KEY",
+             "HTTPS", "BEHIND_PROXY", "CSRF_TRUSTED_ORIGINS")  # fmt: skip
+SECURITY = ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS",
+            "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "SECURE_PROXY_SSL_HEADER", "CSRF_TRUSTED_ORIGINS",
+            "AXES_CLIENT_IP_CALLABLE", "X_FRAME_OPTIONS", "SECURE_REFERRER_POLICY", "SESSION_COOKIE_HTTPONLY",
+            "SESSION_COOKIE_AGE")  # fmt: skip
+ALWAYS = {"X_FRAME_OPTIONS": "DENY", "SECURE_REFERRER_POLICY": "same-origin", "SESSION_COOKIE_HTTPONLY": True,
+          "SESSION_COOKIE_AGE": 10 * 3600}  # fmt: skip
+PROBE = (
+    f"SECURITY = {SECURITY!r}"
+    + """
 import json, django
 from django.conf import settings
 django.setup()
@@ -17,8 +26,10 @@ db = settings.DATABASES["default"]
 print(json.dumps({"engine": db["ENGINE"], "name": str(db["NAME"]), "host": db.get("HOST"),
     "eager": app.conf.task_always_eager, "broker": app.conf.broker_url, "media": str(settings.MEDIA_ROOT),
     "debug": settings.DEBUG, "hosts": settings.ALLOWED_HOSTS, "secret": settings.SECRET_KEY,
-    "pseudonym": settings.PSEUDONYM_KEY}))
+    "pseudonym": settings.PSEUDONYM_KEY, "security": {name: getattr(settings, name) for name in SECURITY}},
+    default=lambda value: value.__name__))
 """
+)
 
 
 def settings_under(env: dict[str, str], var_dir: Path) -> dict:
@@ -36,6 +47,12 @@ def test_embedded_default_is_sqlite_eager_celery_and_media_under_var(tmp_path):
     assert config["engine"] == "django.db.backends.sqlite3" and config["name"] == str(tmp_path / "db.sqlite3")
     assert config["eager"] is True and config["media"] == str(tmp_path / "media")
     assert config["debug"] is False and config["hosts"] == ["127.0.0.1", "localhost"]
+    # The demo serves plain HTTP: cookies sent over HTTP, no redirect, no HSTS, no proxy trusted.
+    assert config["security"] == ALWAYS | {
+        "SECURE_SSL_REDIRECT": False, "SESSION_COOKIE_SECURE": False, "CSRF_COOKIE_SECURE": False,
+        "SECURE_HSTS_SECONDS": 0, "SECURE_HSTS_INCLUDE_SUBDOMAINS": False, "SECURE_HSTS_PRELOAD": False,
+        "SECURE_PROXY_SSL_HEADER": None, "CSRF_TRUSTED_ORIGINS": [], "AXES_CLIENT_IP_CALLABLE": None,
+    }  # fmt: skip
 
 
 def test_generated_secrets_are_kept_in_var_and_reused(tmp_path):
@@ -46,7 +63,7 @@ def test_generated_secrets_are_kept_in_var_and_reused(tmp_path):
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
 
 
-def test_environment_configures_postgres_redis_media_and_hosts(tmp_path):
+def test_environment_configures_postgres_redis_media_hosts_and_https(tmp_path):
     config = settings_under(
         {
             "DATABASE_URL": "postgres://reader@db.example:5432/liverread",
@@ -55,6 +72,9 @@ def test_environment_configures_postgres_redis_media_and_hosts(tmp_path):
             "SECRET_KEY": "from-the-environment",
             "DEBUG": "true",
             "ALLOWED_HOSTS": "liverread.example, 10.0.0.5",
+            "HTTPS": "1",
+            "BEHIND_PROXY": "yes",
+            "CSRF_TRUSTED_ORIGINS": "https://liverread.example, https://10.0.0.5",
         },
         tmp_path,
     )
@@ -64,3 +84,10 @@ def test_environment_configures_postgres_redis_media_and_hosts(tmp_path):
     assert config["media"] == "/srv/media" and config["debug"] is True
     assert config["hosts"] == ["liverread.example", "10.0.0.5"] and config["secret"] == "from-the-environment"
     assert not (tmp_path / "secret_key").exists()
+    assert config["security"] == ALWAYS | {
+        "SECURE_SSL_REDIRECT": True, "SESSION_COOKIE_SECURE": True, "CSRF_COOKIE_SECURE": True,
+        "SECURE_HSTS_SECONDS": 365 * 24 * 3600, "SECURE_HSTS_INCLUDE_SUBDOMAINS": True, "SECURE_HSTS_PRELOAD": True,
+        "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"],
+        "CSRF_TRUSTED_ORIGINS": ["https://liverread.example", "https://10.0.0.5"],
+        "AXES_CLIENT_IP_CALLABLE": "forwarded_client_ip",
+    }  # fmt: skip

@@ -1,9 +1,13 @@
+"""Admin pages for readers, studies, assignments, reads and disclosures. A study admin sees the studies they
+administer (``blinding.administered_studies``) and the rows of those studies only; a superuser sees all."""
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.template.response import TemplateResponse
 
+from readerstudy.studies.blinding import administered_studies
 from readerstudy.studies.models import (
     READER_GROUP_CHOICES,
     Assignment,
@@ -16,9 +20,24 @@ from readerstudy.studies.workflow import progress
 
 
 class AssignForm(forms.Form):
-    study = forms.ModelChoiceField(ReaderStudy.objects.all())
+    study = forms.ModelChoiceField(ReaderStudy.objects.none(), help_text="One of the studies you administer.")
     group = forms.ChoiceField(choices=[("", "Each reader's own group"), *READER_GROUP_CHOICES], required=False,
                               help_text="The group these readers belong to in this study.")  # fmt: skip
+
+    def __init__(self, data, studies):
+        super().__init__(data)
+        self.fields["study"].queryset = studies
+
+
+class StudyScopedAdmin(admin.ModelAdmin):
+    """Rows of the studies the user administers only: another study's rows are not listed, and their pages
+    answer as for no such object."""
+
+    study_lookup = "study"  # from a row to its ReaderStudy
+
+    def get_queryset(self, request):
+        studies = administered_studies(request.user)
+        return super().get_queryset(request).filter(**{f"{self.study_lookup}__in": studies})
 
 
 @admin.register(Reader)
@@ -31,7 +50,7 @@ class ReaderAdmin(admin.ModelAdmin):
     @admin.action(description="Assign the selected readers to a study…", permissions=["change"])
     def assign_to_study(self, request, queryset):
         """Intermediate page: pick the study and the group; each reader gets their own random order."""
-        form = AssignForm(request.POST if "apply" in request.POST else None)
+        form = AssignForm(request.POST if "apply" in request.POST else None, administered_studies(request.user))
         if form.is_valid():
             study, group = form.cleaned_data["study"], form.cleaned_data["group"] or None
             try:
@@ -54,11 +73,11 @@ def progress_text(assignment: Assignment) -> str:
 
 
 @admin.register(Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
+class AssignmentAdmin(StudyScopedAdmin):
     """Assignments are made from the readers list (orders are drawn there); here the group can be corrected."""
 
     list_display = ("reader", "study", "group", "aided_session", "assigned_at", "progress")
-    list_filter = ("study", "group")
+    list_filter = (("study", admin.RelatedOnlyFieldListFilter), "group")
     readonly_fields = ("study", "reader", "aided_session", "assigned_at", "progress")
     fields = ("study", "reader", "group", "aided_session", "assigned_at", "progress")
 
@@ -87,12 +106,13 @@ class AssignmentInline(admin.TabularInline):
 
 
 @admin.register(ReaderStudy)
-class ReaderStudyAdmin(admin.ModelAdmin):
+class ReaderStudyAdmin(StudyScopedAdmin):
     list_display = ("name", "design", "feedback", "is_open", "model_version", "created")
     list_filter = ("design", "feedback", "is_open", "practice")
     filter_horizontal = ("lesions", "admins")
     inlines = [AssignmentInline]
     readonly_fields = ("public_id",)
+    study_lookup = "pk"
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
@@ -122,14 +142,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Read)
-class ReadAdmin(ReadOnlyAdmin):
+class ReadAdmin(StudyScopedAdmin, ReadOnlyAdmin):
     list_display = ("assignment", "lesion", "phase", "session", "diagnosis", "confidence", "malignancy",
                     "submitted_at", "supersedes")  # fmt: skip
-    list_filter = ("assignment__study", "phase", "assignment__group")
+    list_filter = (("assignment__study", admin.RelatedOnlyFieldListFilter), "phase", "assignment__group")
     list_select_related = ("assignment__reader__user", "assignment__study", "lesion__case", "supersedes")
+    study_lookup = "assignment__study"
 
 
 @admin.register(Disclosure)
-class DisclosureAdmin(ReadOnlyAdmin):
+class DisclosureAdmin(StudyScopedAdmin, ReadOnlyAdmin):
     list_display = ("assignment", "lesion", "purpose", "revealed", "prediction", "shown_at")
-    list_filter = ("assignment__study", "purpose")
+    list_filter = (("assignment__study", admin.RelatedOnlyFieldListFilter), "purpose")
+    study_lookup = "assignment__study"
