@@ -44,14 +44,20 @@ class LoadedCase:
     source_sha256: str
 
 
+def printable(name: str) -> str:
+    """A file or folder name fit for a message: control and other unprintable characters escaped (``\\n``)."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)
+
+
 def _nifti_files(folder: Path) -> dict[str, list[Path]]:
-    """Files of a folder by stem (name without a NIfTI suffix); hidden files ignored."""
+    """Entries of a folder by stem (name without a NIfTI suffix); hidden entries and folders ignored, except
+    a folder named like a NIfTI file, which the checks then refuse."""
     files: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
+        suffix = next((s for s in NIFTI_SUFFIXES if path.name.endswith(s)), "")
+        if path.name.startswith(".") or (path.is_dir() and not suffix):
             continue
-        stem = next((path.name[: -len(s)] for s in NIFTI_SUFFIXES if path.name.endswith(s)), path.name)
-        files.setdefault(stem, []).append(path)
+        files.setdefault(path.name.removesuffix(suffix) if suffix else path.name, []).append(path)
     return files
 
 
@@ -64,21 +70,31 @@ def _sequence_files(folder: Path, where: str, problems: list[str]) -> dict[str, 
         if not candidates:
             problems.append(f"{where}: missing sequence {sequence} (expected {sequence}.nii.gz or {sequence}.nii)")
         elif len(candidates) > 1:
-            problems.append(f"{where}: more than one file for {sequence}: {', '.join(p.name for p in candidates)}")
+            shown = ", ".join(printable(p.name) for p in candidates)
+            problems.append(f"{where}: more than one file for {sequence}: {shown}")
         else:
             found[sequence] = candidates[0]
     for paths in files.values():
         for path in paths:
-            problems.append(f"{where}{path.name}: extra file (expected only the sequences {', '.join(SEQUENCES)})")
+            problems.append(
+                f"{where}{printable(path.name)}: extra file (expected only the sequences {', '.join(SEQUENCES)})"
+            )
     return found
 
 
 def _load(path: Path, case_dir: Path, problems: list[str]) -> Volume | None:
+    """The checked volume, or None with the problem recorded; a link to a file outside the dataset folder is
+    refused before it is opened."""
+    label = path.relative_to(case_dir.parent)
     try:
-        return load_volume(path, label=path.relative_to(case_dir.parent))
+        if not path.resolve().is_relative_to(case_dir.parent.resolve()):
+            raise VolumeError(label, "a symbolic link to a file outside the dataset folder")
+        return load_volume(path, label=label)
     except VolumeError as exc:
         problems.append(str(exc))
-        return None
+    except (OSError, RuntimeError) as exc:  # a link loop
+        problems.append(f"{label}: unresolvable path ({exc})")
+    return None
 
 
 def _check_mask(mask: Volume, image: Volume, where: str) -> str | None:
@@ -109,7 +125,7 @@ def load_case(case_dir: Path, entry: CaseEntry) -> LoadedCase:
     lesion_dirs = {p.name for p in mask_root.iterdir() if p.is_dir()} if mask_root.is_dir() else set()
     manifest_lesions = {lesion.name for lesion in entry.lesions}
     for name in sorted(lesion_dirs - manifest_lesions):
-        problems.append(f"{case}/masks/{name}/: files without a manifest row")
+        problems.append(f"{case}/masks/{printable(name)}/: files without a manifest row")
     masks: dict[str, dict[str, Volume]] = {}
     mask_paths: list[Path] = []
     for lesion in entry.lesions:

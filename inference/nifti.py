@@ -9,15 +9,29 @@ geometry and nothing else.
 
 from __future__ import annotations
 
+import gzip
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
 
 AFFINE_TOLERANCE_MM = 0.01
 """Largest difference (mm, per affine entry) at which two grids count as the same."""
+MAX_VOXELS = 512**3
+"""Most voxels accepted in one image (about 134 million; beyond any MRI series): a header claiming more is
+refused before a byte of voxel data is read or allocated."""
+MAX_HEADER_BYTES = 64 << 20
+"""Most bytes of header and extensions accepted before the voxel data (``vox_offset``, 64 MiB)."""
+VOXEL_TYPES = ("uint8", "int8", "int16", "uint16", "int32", "uint32", "float32", "float64")
+"""Stored voxel types accepted; complex, RGB(A), 1-bit, 64-bit integer and 128-bit types are refused."""
+SINGULAR_TOLERANCE = 1e-6
+"""An affine is singular when |det| of its 3×3 part is below this fraction of the product of its spacings
+(i.e. the voxel axes span almost no volume)."""
 
 
 class VolumeError(ValueError):
@@ -55,33 +69,24 @@ class Volume:
 def load_volume(path: Path | str, *, label: str | None = None) -> Volume:
     """Read and check a 3-D NIfTI image; ``label`` is the name used in errors.
 
-    Raises VolumeError for an unreadable or truncated file, an image that is not
-    3-D after squeezing trailing singleton axes, zero or negative voxel spacing,
-    and NaN or infinite voxels.
+    Raises VolumeError for a path that is not a regular file; an unreadable or
+    unacceptable header (``_checked_shape``: refused before any voxel is read);
+    a gzip stream that is truncated, corrupt or fails its CRC; voxel data
+    shorter or longer than the header's shape × type; zero, negative or
+    non-finite voxel spacing; a non-finite or singular affine; and NaN or
+    infinite voxels.
     """
     name = label or str(path)
-    try:
-        image = nib.load(str(path))
-    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
-        raise VolumeError(name, f"unreadable NIfTI file ({exc})") from None
-    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise VolumeError(name, f"not a NIfTI image ({type(image).__name__})")
-
-    shape = tuple(image.shape)
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) != 3:
-        raise VolumeError(name, f"expected a 3-D image, got {len(shape)}-D shape {tuple(image.shape)}")
-
-    zooms = _stored_pixdim(path, type(image.header))
-    affine = np.asarray(image.affine, dtype=np.float64)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    if min(zooms) <= 0 or not np.all(spacing > 0) or not np.all(np.isfinite(affine)):
-        raise VolumeError(name, f"zero or negative voxel spacing {tuple(zooms)} mm")
+    path = Path(path)
+    image = _open_image(path, name)
+    shape = _checked_shape(image, name)
+    voxel_bytes = math.prod(image.shape) * image.header.get_data_dtype().itemsize
+    _check_data_length(path, image.dataobj.offset + voxel_bytes, name)
+    affine = _checked_affine(path, image, name)
 
     try:
         data = np.asanyarray(image.dataobj).reshape(shape)
-    except (OSError, EOFError, zlib.error, ValueError) as exc:
+    except (OSError, EOFError, zlib.error, ValueError, HeaderDataError) as exc:
         raise VolumeError(name, f"truncated or corrupt voxel data ({exc})") from None
     data = data.astype(data.dtype.newbyteorder("="), copy=False)
     if np.issubdtype(data.dtype, np.floating):
@@ -89,6 +94,89 @@ def load_volume(path: Path | str, *, label: str | None = None) -> Volume:
         if bad:
             raise VolumeError(name, f"{bad} NaN or infinite voxel(s)")
     return Volume(data=data, affine=affine)
+
+
+def _checked_shape(image, name: str) -> tuple[int, int, int]:
+    """The 3-D shape from the header alone (trailing singleton axes squeezed), refused for a zero or negative
+    dimension, more than MAX_VOXELS voxels, a voxel type outside VOXEL_TYPES or more than MAX_HEADER_BYTES
+    before the voxels."""
+    header_shape = tuple(int(n) for n in image.shape)
+    if not header_shape or min(header_shape) < 1:
+        raise VolumeError(name, f"zero or negative dimension in shape {header_shape}")
+    voxels = math.prod(header_shape)
+    if voxels > MAX_VOXELS:
+        raise VolumeError(name, f"header claims {voxels:,} voxels (shape {header_shape}), more than {MAX_VOXELS:,}")
+    shape = header_shape
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise VolumeError(name, f"expected a 3-D image, got {len(shape)}-D shape {header_shape}")
+    stored_type = image.header.get_data_dtype()
+    if stored_type.name not in VOXEL_TYPES:
+        raise VolumeError(
+            name,
+            f"voxel type {stored_type.name} (NIfTI datatype code {int(image.header['datatype'])}) is not accepted; "
+            f"expected one of {', '.join(VOXEL_TYPES)}",
+        )
+    if image.dataobj.offset > MAX_HEADER_BYTES:
+        raise VolumeError(name, f"voxel data said to start at byte {image.dataobj.offset:,}, past {MAX_HEADER_BYTES:,}")
+    return shape
+
+
+def _open_image(path: Path, name: str) -> nib.Nifti1Image | nib.Nifti2Image:
+    """The image with its header read and no voxel read yet."""
+    if path.is_dir():
+        raise VolumeError(name, "a folder, not a NIfTI file")
+    if not path.is_file():
+        raise VolumeError(name, "not a regular file (missing, a broken link, a pipe or a device)")
+    try:
+        image = nib.load(str(path))
+    except (OSError, EOFError, zlib.error, ValueError, ImageFileError, HeaderDataError) as exc:
+        raise VolumeError(name, f"unreadable NIfTI file ({exc})") from None
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise VolumeError(name, f"not a NIfTI image ({type(image).__name__})")
+    return image
+
+
+def _check_data_length(path: Path, needed: int, name: str) -> None:
+    """The file holds exactly ``needed`` bytes (header, extensions and voxels) once uncompressed.
+
+    A gzip stream is read to its end in 1 MiB chunks, so its CRC and length are
+    checked (nibabel stops after the voxels and never sees a bad trailer); the
+    count stops just past ``needed``, so a stream that inflates without end is not followed.
+    """
+    if path.name.endswith(".gz"):
+        size = 0
+        try:
+            with gzip.open(path, "rb") as stream:
+                while size <= needed and (chunk := stream.read(1 << 20)):
+                    size += len(chunk)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise VolumeError(name, f"truncated or corrupt voxel data (gzip stream: {exc})") from None
+    else:
+        size = path.stat().st_size
+    if size < needed:
+        raise VolumeError(name, f"truncated voxel data: {size:,} bytes where its header needs {needed:,}")
+    if size > needed:
+        raise VolumeError(
+            name, f"more bytes than the header's shape and voxel type need ({needed:,}): wrong dimensions or type?"
+        )
+
+
+def _checked_affine(path: Path, image, name: str) -> np.ndarray:
+    """The voxel-to-world affine, refused when non-finite, of zero or negative spacing, or singular."""
+    zooms = _stored_pixdim(path, type(image.header))
+    if not all(math.isfinite(z) for z in zooms):
+        raise VolumeError(name, f"non-finite voxel spacing {tuple(zooms)} mm")
+    affine = np.asarray(image.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        raise VolumeError(name, "non-finite affine (NaN or infinite entries in the sform or qform)")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if min(zooms) <= 0 or not np.all(spacing > 0):
+        raise VolumeError(name, f"zero or negative voxel spacing {tuple(zooms)} mm")
+    if abs(np.linalg.det(affine[:3, :3])) < SINGULAR_TOLERANCE * np.prod(spacing):
+        raise VolumeError(name, "singular affine: its voxel axes are not independent directions")
+    return affine
 
 
 def _stored_pixdim(path: Path | str, header_class) -> list[float]:

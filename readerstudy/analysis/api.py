@@ -5,12 +5,14 @@ import math
 
 import numpy as np
 import pandas as pd
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from readerstudy.analysis.summary import study_results
 from readerstudy.analysis.views import administered_study
+from readerstudy.studies.serializers import REFUSALS
 
 
 def jsonable(value):
@@ -30,8 +32,16 @@ def jsonable(value):
     return value
 
 
+JSON = "application/json"
+PHASE = OpenApiParameter("phase", str, enum=["unaided", "aided"], description="The reads analysed (default unaided).")
+
+
 class StudyResults(APIView):
-    @extend_schema(responses=dict, summary="A study's results (study admins of the study only; ?phase=aided)")
+    @extend_schema(responses={(200, JSON): dict, (403, JSON): REFUSALS[403], (404, JSON): REFUSALS[404],
+                              (404, "text/html"): OpenApiTypes.STR}, parameters=[PHASE],
+                   description="A study id that is not a word (letters, digits, _) matches no route: the 404 is the "
+                               "site's HTML page.",
+                   summary="A study's results (study admins of the study only; ?phase=aided)")  # fmt: skip
     def get(self, request, study_id):
         study = administered_study(request, study_id)
         phase = "aided" if request.query_params.get("phase") == "aided" else "unaided"

@@ -1,5 +1,7 @@
-"""The reading API's request and response shapes. Only opaque public ids ever appear."""
+"""The reading API's request and response shapes, refusals included. Only opaque public ids ever appear."""
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 from inference.domain import CLASSES
@@ -55,3 +57,21 @@ class ReadSerializer(serializers.ModelSerializer):
 
     def get_amends(self, read) -> str | None:
         return read.supersedes.public_id if read.supersedes_id else None
+
+
+class RefusalSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="Why the request was refused.")
+
+
+REFUSALS = {
+    400: OpenApiResponse(OpenApiTypes.OBJECT, description="Invalid request: messages by field name, or `detail`."),
+    403: OpenApiResponse(RefusalSerializer, description="Not logged in, or not allowed now by the study's rules."),
+    404: OpenApiResponse(RefusalSerializer, description="No such study (of yours), lesion or format."),
+    409: OpenApiResponse(RefusalSerializer, description="Not the lesion and phase read now, or nothing to amend."),
+}
+"""The documented refusals of the API (DRF's error bodies), by status code."""
+
+
+def refusals(*codes: int) -> dict[int, OpenApiResponse]:
+    """The documented refusals among ``codes``, for an operation's ``responses``."""
+    return {code: REFUSALS[code] for code in codes}
