@@ -5,11 +5,16 @@ Every file is checked before anything is written; stored files are rewritten
 with clean headers under random names; the database rows of a case are created
 in one transaction, and files written for a case that then fails are removed.
 Each imported case then sends ``case_imported`` (the predictions app queues it).
+A write the storage refuses (disk full, media not writable) stops the import with
+``StorageFailed`` naming the case, the file and the problem; nothing of that case
+is kept, the cases before it are imported whole.
 """
 
 from __future__ import annotations
 
+import errno
 import tempfile
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +24,22 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from tqdm import tqdm
 
-from inference.dataset import CaseRejected, LoadedCase, load_case, sha256_file
+from inference.dataset import CaseRejected, LoadedCase, load_case, printable, sha256_file
 from inference.manifest import read_manifest
 from inference.nifti import Volume, write_volume
 from readerstudy.cases.anonymise import patient_key, stored_volume_name
 from readerstudy.cases.models import Case, Lesion, LesionMask, Patient, SequenceVolume
 from readerstudy.cases.signals import case_imported
+
+
+class StorageFailed(Exception):
+    """The storage refused to write a case's file: the import stops (the next cases would fail alike)."""
+
+
+STORAGE_PROBLEMS = {
+    errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "media store not writable",
+    errno.EPERM: "media store not writable", errno.EROFS: "media store is read-only",
+}  # fmt: skip
 
 
 @dataclass
@@ -47,9 +62,10 @@ class ImportReport:
 def import_dataset(dataset_dir: Path, *, dataset: str | None = None, progress: bool = False) -> ImportReport:
     """Import every case of ``dataset_dir``; ``dataset`` names it (default: the folder name).
 
-    Raises ManifestError when the manifest itself is unusable; otherwise returns
-    a report in which each case is imported, skipped (same content already
-    imported) or rejected with its problems.
+    Raises ManifestError when the manifest itself is unusable and StorageFailed
+    when the storage refuses a write; otherwise returns a report in which each
+    case is imported, skipped (same content already imported) or rejected with
+    its problems.
     """
     dataset_dir = Path(dataset_dir)
     dataset = dataset or dataset_dir.resolve().name
@@ -57,7 +73,7 @@ def import_dataset(dataset_dir: Path, *, dataset: str | None = None, progress: b
     folders = {p.name for p in dataset_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
     report = ImportReport()
     for name in sorted(folders - entries.keys()):
-        report.rejected[name] = [f"{name}/: files without a manifest row"]
+        report.rejected[printable(name)] = [f"{printable(name)}/: files without a manifest row"]
     for name in tqdm(sorted(entries), desc="Importing cases", unit="case", disable=not progress):
         entry = entries[name]
         try:
@@ -110,20 +126,33 @@ def _centroid_mm(mask: Volume) -> list[float]:
 
 
 class _Writer:
-    """Writes clean copies into storage and remembers them, so a failure can remove them."""
+    """Writes clean copies of a case's files into storage and remembers them, so a failure can remove them."""
 
-    def __init__(self, scratch: Path):
-        self.scratch = scratch
+    def __init__(self, scratch: Path, case: str):
+        self.scratch, self.case = scratch, case
         self.saved: list[str] = []
 
-    def save(self, data: np.ndarray, affine: np.ndarray) -> tuple[str, str]:
+    def save(self, data: np.ndarray, affine: np.ndarray, source: str) -> tuple[str, str]:
+        """Store ``data`` as the clean copy of ``source`` (the sequence, or masks/<lesion>/<sequence>):
+        (storage name, SHA-256)."""
         name = stored_volume_name()
         local = self.scratch / Path(name).name
-        write_volume(local, data, affine)
-        sha = sha256_file(local)
-        with local.open("rb") as handle:
-            self.saved.append(default_storage.save(name, File(handle)))
-        local.unlink()
+        try:
+            write_volume(local, data, affine)
+            sha = sha256_file(local)
+            with local.open("rb") as handle:
+                self.saved.append(default_storage.save(name, File(handle)))
+        except OSError as exc:
+            with suppress(OSError):
+                default_storage.delete(name)  # what the failed write left (a full disk leaves part of the file)
+            problem = STORAGE_PROBLEMS.get(exc.errno, "storage error")
+            raise StorageFailed(
+                f"{self.case}/{source}: {problem} while storing its clean copy ({exc.strerror or exc}); nothing of "
+                f"case {self.case} was kept and the import stopped here (the cases before it are imported whole; "
+                "run it again once the storage is fixed: they are skipped)"
+            ) from exc
+        finally:
+            local.unlink(missing_ok=True)
         return self.saved[-1], sha
 
     def remove_all(self) -> None:
@@ -139,11 +168,11 @@ def _stored_dtype(data: np.ndarray) -> np.ndarray:
 def store_case(dataset: str, loaded: LoadedCase) -> Case:
     """Write the files of a checked case and create its rows, all or nothing."""
     with tempfile.TemporaryDirectory(prefix="liverread-import-") as scratch:
-        writer = _Writer(Path(scratch))
+        writer = _Writer(Path(scratch), loaded.entry.name)
         try:
             volume_rows = []
             for sequence, volume in loaded.volumes.items():
-                name, sha = writer.save(_stored_dtype(volume.data), volume.affine)
+                name, sha = writer.save(_stored_dtype(volume.data), volume.affine, sequence)
                 volume_rows.append(
                     SequenceVolume(
                         sequence=sequence, file=name, sha256=sha, shape=list(volume.shape),
@@ -154,7 +183,8 @@ def store_case(dataset: str, loaded: LoadedCase) -> Case:
             for lesion, by_sequence in loaded.masks.items():
                 mask_rows[lesion] = []
                 for sequence, mask in by_sequence.items():
-                    name, sha = writer.save((mask.data != 0).astype(np.uint8), mask.affine)
+                    source = f"masks/{lesion}/{sequence}"
+                    name, sha = writer.save((mask.data != 0).astype(np.uint8), mask.affine, source)
                     mask_rows[lesion].append(
                         LesionMask(
                             sequence=sequence, file=name, sha256=sha,

@@ -6,7 +6,10 @@ through the requesting reader's own assignment, so no other reader's read can be
 
 from django.db import IntegrityError, transaction
 from django.shortcuts import get_object_or_404
+from drf_spectacular.extensions import OpenApiViewExtension
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.views import SCHEMA_KWARGS
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
@@ -22,6 +25,7 @@ from readerstudy.studies.serializers import (
     ProgressSerializer,
     ReadInputSerializer,
     ReadSerializer,
+    refusals,
 )
 from readerstudy.studies.viewing import descriptor
 from readerstudy.studies.workflow import Progress, first_reads, progress
@@ -50,7 +54,8 @@ SUBMIT_SCHEMA = inline_serializer("SubmittedRead", {
 
 
 class MyStudies(APIView):
-    @extend_schema(responses=MyStudySerializer(many=True), summary="My open studies with my progress")
+    @extend_schema(responses={200: MyStudySerializer(many=True), **refusals(403)},
+                   summary="My open studies with my progress")  # fmt: skip
     def get(self, request):
         assignments = Assignment.objects.filter(reader__user=request.user, study__is_open=True)
         data = [{"study": a.study, "progress": progress_data(progress(a))} for a in assignments.select_related("study")]
@@ -58,13 +63,14 @@ class MyStudies(APIView):
 
 
 class MyProgress(APIView):
-    @extend_schema(responses=ProgressSerializer, summary="My progress in a study")
+    @extend_schema(responses={200: ProgressSerializer, **refusals(403, 404)}, summary="My progress in a study")
     def get(self, request, study_id):
         return Response(ProgressSerializer(progress_data(progress(open_assignment(request.user, study_id)))).data)
 
 
 class NextLesion(APIView):
-    @extend_schema(responses=NEXT_SCHEMA, summary="My next lesion: where I left off, in my own order")
+    @extend_schema(responses={200: NEXT_SCHEMA, **refusals(403, 404)},
+                   summary="My next lesion: where I left off, in my own order")  # fmt: skip
     def get(self, request, study_id):
         assignment = open_assignment(request.user, study_id)
         now = progress(assignment)
@@ -82,7 +88,8 @@ class NextLesion(APIView):
 
 
 class LesionViewer(APIView):
-    @extend_schema(responses=dict, summary="The viewer's files for a lesion I may view (revisiting)")
+    @extend_schema(responses={200: dict, **refusals(403, 404)},
+                   summary="The viewer's files for a lesion I may view (revisiting)")  # fmt: skip
     def get(self, request, study_id, lesion_id):
         assignment = open_assignment(request.user, study_id)
         lesion = study_lesion(assignment, lesion_id)
@@ -92,7 +99,8 @@ class LesionViewer(APIView):
 
 
 class LesionFeedback(APIView):
-    @extend_schema(responses=dict, summary="What the study reveals about a lesion after my read is locked")
+    @extend_schema(responses={200: dict, **refusals(403, 404)},
+                   summary="What the study reveals about a lesion after my read is locked")  # fmt: skip
     def get(self, request, study_id, lesion_id):
         assignment = open_assignment(request.user, study_id)
         lesion = study_lesion(assignment, lesion_id)
@@ -105,13 +113,15 @@ class LesionFeedback(APIView):
 
 
 class Reads(APIView):
-    @extend_schema(responses=ReadSerializer(many=True), summary="My reads in a study, first reads and amendments")
+    @extend_schema(responses={200: ReadSerializer(many=True), **refusals(403, 404)},
+                   summary="My reads in a study, first reads and amendments")  # fmt: skip
     def get(self, request, study_id):
         assignment = open_assignment(request.user, study_id)
         reads = Read.objects.filter(assignment=assignment).select_related("lesion", "supersedes")
         return Response(ReadSerializer(reads, many=True).data)
 
-    @extend_schema(request=ReadInputSerializer, responses={201: SUBMIT_SCHEMA, 200: SUBMIT_SCHEMA},
+    @extend_schema(request=ReadInputSerializer,
+                   responses={201: SUBMIT_SCHEMA, 200: SUBMIT_SCHEMA, **refusals(400, 403, 404, 409)},
                    summary="Submit a read (a repeated submit returns the read already locked)")  # fmt: skip
     def post(self, request, study_id):
         assignment = open_assignment(request.user, study_id)
@@ -145,11 +155,13 @@ def read_fields(assignment: Assignment, lesion: Lesion, values: dict) -> dict:
 
 
 def submit(assignment: Assignment, lesion: Lesion, values: dict) -> tuple[Read, bool]:
-    """Lock the read of the current task; a repeat (same lesion and phase) returns the read already locked."""
-    existing = first_reads(assignment).filter(lesion=lesion, phase=values["phase"]).first()
-    if existing:
-        return existing, False
-    task = progress(assignment).next_task
+    """Lock the read of the current task; a repeat (same lesion and phase) returns the read already locked.
+    One snapshot of the reads decides both, so a double submit whose twin commits meanwhile is a repeat, not a
+    conflict."""
+    now = progress(assignment)
+    if (lesion.pk, values["phase"]) in now.read:
+        return first_reads(assignment).get(lesion=lesion, phase=values["phase"]), False
+    task = now.next_task
     if task is None or task.lesion_id != lesion.pk or task.phase != values["phase"]:
         raise Conflict("This is not the lesion and phase you are reading now; reload to continue.")
     try:
@@ -175,3 +187,17 @@ def amend(assignment: Assignment, lesion: Lesion, values: dict) -> tuple[Read, b
             return Read.objects.create(session=latest.session, supersedes=latest, **fields), True
     except IntegrityError:  # a concurrent identical amendment won the race
         return Read.objects.get(supersedes=latest), False
+
+
+class SchemaViewRefusals(OpenApiViewExtension):
+    """Documents drf-spectacular's own schema view as it answers: a ``?format=`` it does not render is a 404."""
+
+    target_class = "drf_spectacular.views.SpectacularAPIView"
+
+    def view_replacement(self):
+        class Fixed(self.target_class):
+            @extend_schema(**{**SCHEMA_KWARGS, "responses": {200: OpenApiTypes.OBJECT, **refusals(404)}})
+            def get(self, request, *args, **kwargs):
+                return super().get(request, *args, **kwargs)
+
+        return Fixed

@@ -71,7 +71,7 @@ def first_reads(assignment: Assignment):
 def progress(assignment: Assignment, now: datetime | None = None) -> Progress:
     """Where the reader stands. A crossover's second session opens ``washout_days`` after the last read
     of the first session."""
-    done = frozenset(first_reads(assignment).values_list("lesion_id", "phase"))
+    done = frozenset(first_reads(assignment).order_by().values_list("lesion_id", "phase"))
     owed = tasks(assignment)
     pending = [t for t in owed if (t.lesion_id, t.phase) not in done]
     sessions = len(assignment.orders)
