@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from test_reading import make_reader, new_study, next_task, read
 from test_training import one_thread  # noqa: F401 (autouse: tiny networks run faster on one thread)
 
-from readerstudy.studies.models import STUDY_ADMINS_GROUP, Read
+from readerstudy.studies.models import STUDY_ADMINS_GROUP, Read, Reader
 
 pytestmark = pytest.mark.django_db
 
@@ -124,3 +124,24 @@ def test_a_reader_cannot_open_a_lesion_ahead_of_their_order(client, world):
     for endpoint in ("lesion", "image", "mask"):
         url = ENDPOINTS[endpoint].format(s=study.public_id, l=ahead)
         assert client.get(url).status_code == 403, endpoint
+
+
+def test_a_study_admin_sees_no_label_output_or_results_anywhere_while_reading_in_an_open_study(
+    client, eight_lesions, study_admin
+):
+    owned = new_study(eight_lesions, name="Owned", owner=study_admin)
+    lesion = eight_lesions[0]
+    urls = [
+        f"/studies/{owned.public_id}/dashboard/",
+        "/admin/cases/lesion/",
+        f"/admin/cases/lesion/{lesion.pk}/change/",
+        f"/admin/cases/case/{lesion.case_id}/change/",
+    ]
+    assert [client.get(url).status_code for url in urls] == [200] * len(urls)
+    reader = Reader.objects.create(user=study_admin, group="academic", years_of_experience=9)
+    reading = new_study(eight_lesions[:2], [reader], name="Reading")  # shares lesions with the owned study
+    assert [client.get(url).status_code for url in urls] == [403] * len(urls)
+    assert "/admin/cases/lesion/" not in client.get("/admin/").content.decode()
+    reading.is_open = False
+    reading.save()
+    assert [client.get(url).status_code for url in urls] == [200] * len(urls)

@@ -3,7 +3,23 @@ their geometry are read-only (a new version of a case is a new import)."""
 
 from django.contrib import admin
 
+from readerstudy.cases.dicom.admin_views import DicomImportAdminMixin
 from readerstudy.cases.models import Case, Lesion, LesionMask, Patient, SequenceVolume
+from readerstudy.studies.blinding import reads_in_an_open_study
+
+
+class BlindedAdminMixin:
+    """Pages that show reference labels or model output: closed to a user while they read in an open study
+    (``blinding.reads_in_an_open_study``), superusers included."""
+
+    def has_module_permission(self, request):
+        return not reads_in_an_open_study(request.user) and super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None):
+        return not reads_in_an_open_study(request.user) and super().has_view_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return not reads_in_an_open_study(request.user) and super().has_change_permission(request, obj)
 
 
 class ImportedDataAdmin(admin.ModelAdmin):
@@ -48,7 +64,9 @@ class PatientAdmin(ImportedDataAdmin):
 
 
 @admin.register(Case)
-class CaseAdmin(ImportedDataAdmin):
+class CaseAdmin(BlindedAdminMixin, DicomImportAdminMixin, ImportedDataAdmin):
+    """Cases; "Import DICOM" in the list's tools (``DicomImportAdminMixin``)."""
+
     list_display = ("source_name", "dataset", "public_id", "patient", "scanner_vendor", "scanner_model",
                     "field_strength_t", "imported_at")  # fmt: skip
     list_filter = ("dataset", "scanner_vendor", "scanner_model", "field_strength_t",
@@ -72,7 +90,7 @@ class LesionMaskInline(ReadOnlyInline):
 
 
 @admin.register(Lesion)
-class LesionAdmin(ImportedDataAdmin):
+class LesionAdmin(BlindedAdminMixin, ImportedDataAdmin):
     list_display = ("__str__", "public_id", "label", "diameter_mm", "split")
     list_filter = ("label", "split", "case__dataset", "case__scanner_vendor",
                    "case__patient__cirrhosis", "case__patient__fatty_liver")  # fmt: skip

@@ -3,7 +3,7 @@ their saliency maps are read-only (the worker writes them)."""
 
 from django.contrib import admin, messages
 
-from readerstudy.cases.admin import ReadOnlyInline
+from readerstudy.cases.admin import BlindedAdminMixin, ReadOnlyInline
 from readerstudy.predictions.models import ModelVersion, Prediction, Saliency, TrainingRun
 from readerstudy.predictions.registry import activate
 
@@ -47,7 +47,7 @@ class SaliencyInline(ReadOnlyInline):
 
 
 @admin.register(Prediction)
-class PredictionAdmin(admin.ModelAdmin):
+class PredictionAdmin(BlindedAdminMixin, admin.ModelAdmin):
     list_display = ("lesion", "model_version", "status", "predicted_class", "malignant_probability", "attempts",
                     "finished_at")  # fmt: skip
     list_filter = ("status", "model_version")

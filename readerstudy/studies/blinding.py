@@ -13,7 +13,8 @@ nothing else decides. Reads are only ever looked up through the asking reader's 
 - The reference diagnosis: in practice studies with reference feedback, once every read of the lesion
   is locked.
 - A study's results (dashboards, exports, report): its owner and the study admins granted it, and
-  superusers; never a reader of it.
+  superusers; never a reader of it, and nobody while they read in an open study (studies share lesions);
+  the admin pages holding reference labels or model output are closed to them too.
 """
 
 from django.db.models import Q, QuerySet
@@ -32,7 +33,7 @@ def open_assignment(user, study_id: str) -> Assignment:
     assignment = None
     if user.is_authenticated:
         assignment = (Assignment.objects.filter(study__public_id=study_id, study__is_open=True, reader__user=user)
-                      .select_related("study", "reader").first())  # fmt: skip
+                      .select_related("study", "reader__user").order_by().first())  # fmt: skip
     if assignment is None:
         raise Http404("No open study of yours has this id.")
     return assignment
@@ -80,10 +81,17 @@ def is_assist(now: Progress, lesion_id: int) -> bool:
     return task is not None and task.lesion_id == lesion_id and task.phase == Phase.AIDED
 
 
+def reads_in_an_open_study(user) -> bool:
+    """True while ``user`` is assigned as a reader to an open study. Studies share lesions, so such a user
+    sees no study's results and, in the admin, no reference label or model output at all until then."""
+    return user.is_authenticated and Assignment.objects.filter(reader__user=user, study__is_open=True).exists()
+
+
 def administered_studies(user) -> QuerySet[ReaderStudy]:
-    """The studies whose results ``user`` may see: every study for a superuser; for a member of the study
-    admins group, those they own or were granted and do not read in; none otherwise."""
-    if not user.is_authenticated:
+    """The studies whose results ``user`` may see: none while they read in an open study; else every study
+    for a superuser; for a member of the study admins group, those they own or were granted and do not read
+    in; none otherwise."""
+    if not user.is_authenticated or reads_in_an_open_study(user):
         return ReaderStudy.objects.none()
     if user.is_superuser:
         return ReaderStudy.objects.all()
