@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/liverread
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 export LIVERREAD_VAR ?= $(CURDIR)/var
 
-.PHONY: install run test lint test-tools
+.PHONY: install run test test-sqlite test-postgresql lint test-tools
 
 VIEWER_BUNDLE := static/dist/viewer.js
 
@@ -44,10 +44,18 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The whole suite on the embedded default (SQLite), then every database test again
-# on the real PostgreSQL, with Redis as the broker where a test asks for it; the
-# tests that start a real Celery worker or a real browser run in the PostgreSQL pass only.
+# The whole suite on the embedded default (SQLite), and every database test again on the real PostgreSQL,
+# with Redis as the broker where a test asks for it: the two passes run side by side (one per core), each
+# with its own var folder. The tests that start a real Celery worker or a real browser run in the PostgreSQL
+# pass only; the fault tests (marker faults: they break a PostgreSQL cluster, redis-server and media storage
+# of their own) in the SQLite pass only.
 test: install test-tools lint
-	LIVERREAD_VAR=$(CURDIR)/var/test TEST_REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m "not worker and not browser"
-	LIVERREAD_VAR=$(CURDIR)/var/test TEST_REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL=$(TEST_DATABASE_URL) \
-		$(PY) -m pytest -m django_db
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgresql
+
+test-sqlite:
+	LIVERREAD_VAR=$(CURDIR)/var/test/sqlite TEST_REDIS_URL=$(TEST_REDIS_URL) \
+		$(PY) -m pytest -p no:cacheprovider -m "not worker and not browser"
+
+test-postgresql:
+	LIVERREAD_VAR=$(CURDIR)/var/test/postgresql TEST_REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL=$(TEST_DATABASE_URL) \
+		$(PY) -m pytest -p no:cacheprovider -m "django_db and not faults"
