@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from test_reading import make_reader, new_study, next_task, read
 from test_training import one_thread  # noqa: F401 (autouse: tiny networks run faster on one thread)
 
+from inference.manifest import ManifestError
 from readerstudy.audit.models import AuditEvent
 from readerstudy.audit.recording import current_actor
 from readerstudy.cases.importer import import_dataset
@@ -108,6 +109,21 @@ def test_lesions_and_admins_of_a_study_are_recorded_from_either_side(eight_lesio
         ({"admins": []}, {"admins": ["boss"]}),
         ({"admins": ["boss"]}, {"admins": []}),
     ]
+
+
+def test_refused_cases_and_manifests_are_recorded_without_the_original_patient_id(dataset, media):
+    dataset.add_case("C1", patient="SECRET-ID-7", split="development")
+    dataset.add_case("C2", patient="SECRET-ID-7", split="test").write_manifest()
+    import_dataset(dataset.root, dataset="leaky")
+    rejected = events(Action.CASE_REJECTED)
+    assert [e.object_id for e in rejected] == ["leaky/C1", "leaky/C2"]
+    assert "development and test" in rejected[0].summary and rejected[0].after["source"] == "C1"
+    assert "SECRET-ID-7" not in str([(e.summary, e.after) for e in AuditEvent.objects.all()])
+    dataset.path("C1", "T2WI").parent.parent.joinpath("manifest.csv").write_text("not,a,manifest\n")
+    with pytest.raises(ManifestError):
+        import_dataset(dataset.root, dataset="leaky")
+    (refused,) = events(Action.CASE_REJECTED)[2:]
+    assert refused.object_id == "leaky/manifest.csv" and "manifest.csv" in refused.after["problems"][0]
 
 
 def test_an_import_from_the_command_line_has_no_actor(dataset, media):

@@ -278,7 +278,8 @@ def test_the_study_admin_sees_the_dashboard_figures_drawn(browser, live_server, 
     page.fill("[name=username]", "owner")
     page.fill("[name=password]", "a-long-test-password")
     page.click("button[type=submit]")
-    page.click("text=Results")
+    with page.expect_navigation(wait_until="load"):  # the figures are drawn server-side: the whole page first
+        page.click("text=Results")
     sizes = page.evaluate("[...document.querySelectorAll('section svg')].map((s) => s.getBoundingClientRect().width)")
     assert len(sizes) == 4 and min(sizes) > 250
     page.screenshot(path=shot("dashboard.png"), full_page=True)

@@ -20,6 +20,7 @@ class AuditEvent(models.Model):
 
     class Action(models.TextChoices):
         CASE_IMPORTED = "case imported"
+        CASE_REJECTED = "case rejected"
         STUDY_CREATED = "study created"
         STUDY_CHANGED = "study changed"
         READER_ASSIGNED = "reader assigned"

@@ -1,5 +1,5 @@
-"""What the audit trail listens to: imports, studies (their fields, lesions and granted admins), assignments
-and reads (model activations and exports call ``record`` where they happen)."""
+"""What the audit trail listens to: imports (and the cases they refused), studies (their fields, lesions
+and granted admins), assignments and reads (model activations and exports call ``record`` where they happen)."""
 
 from django.contrib.auth import get_user_model
 from django.db.models.signals import m2m_changed, post_save, pre_save
@@ -7,8 +7,8 @@ from django.dispatch import receiver
 from django.forms.models import model_to_dict
 
 from readerstudy.audit.models import AuditEvent
-from readerstudy.audit.recording import record
-from readerstudy.cases.signals import case_imported
+from readerstudy.audit.recording import record, record_about
+from readerstudy.cases.signals import case_imported, cases_rejected
 from readerstudy.studies.models import Assignment, Read, ReaderStudy
 
 STUDY_FIELDS = ("name", "instructions", "owner", "model_version", "design", "washout_days", "feedback", "practice",
@@ -20,6 +20,15 @@ Action = AuditEvent.Action
 def case_was_imported(sender, case, **kwargs):
     summary = f"case {case.dataset}/{case.source_name} imported ({case.lesions.count()} lesion(s))"
     record(Action.CASE_IMPORTED, case, summary, after={"dataset": case.dataset, "source": case.source_name})
+
+
+@receiver(cases_rejected)
+def cases_were_rejected(sender, dataset, rejected, **kwargs):
+    """One event per refused case, with its problems (the first 20)."""
+    for name, problems in rejected.items():
+        record_about(Action.CASE_REJECTED, "Case", f"{dataset}/{name}",
+                     f"case {dataset}/{name} rejected: {problems[0] if problems else 'no reason given'}",
+                     after={"dataset": dataset, "source": name, "problems": problems[:20]})  # fmt: skip
 
 
 @receiver(pre_save, sender=ReaderStudy)

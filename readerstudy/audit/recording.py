@@ -25,7 +25,14 @@ class AuditActorMiddleware:
 
 def record(action: str, obj, summary: str, before: dict | None = None, after: dict | None = None) -> AuditEvent:
     """Append an event about ``obj`` (its public id when it has one, else its primary key)."""
+    object_id = str(getattr(obj, "public_id", None) or obj.pk)
+    return record_about(action, type(obj).__name__, object_id, summary, before, after)
+
+
+def record_about(action: str, object_type: str, object_id: str, summary: str, before: dict | None = None,
+                 after: dict | None = None) -> AuditEvent:  # fmt: skip
+    """Append an event about something that has no row (``object_type``, ``object_id``), e.g. a refused case."""
     return AuditEvent.objects.create(
-        actor=current_actor.get(), action=action, object_type=type(obj).__name__,
-        object_id=str(getattr(obj, "public_id", None) or obj.pk), summary=summary[:300], before=before, after=after,
+        actor=current_actor.get(), action=action, object_type=object_type[:50], object_id=object_id[:50],
+        summary=summary[:300], before=before, after=after,
     )  # fmt: skip

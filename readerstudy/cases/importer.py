@@ -25,11 +25,11 @@ from django.db import transaction
 from tqdm import tqdm
 
 from inference.dataset import CaseRejected, LoadedCase, load_case, printable, sha256_file
-from inference.manifest import read_manifest
+from inference.manifest import MANIFEST_NAME, ManifestError, read_manifest
 from inference.nifti import Volume, write_volume
 from readerstudy.cases.anonymise import patient_key, stored_volume_name
 from readerstudy.cases.models import Case, Lesion, LesionMask, Patient, SequenceVolume
-from readerstudy.cases.signals import case_imported
+from readerstudy.cases.signals import case_imported, cases_rejected
 
 
 class StorageFailed(Exception):
@@ -69,7 +69,11 @@ def import_dataset(dataset_dir: Path, *, dataset: str | None = None, progress: b
     """
     dataset_dir = Path(dataset_dir)
     dataset = dataset or dataset_dir.resolve().name
-    entries = read_manifest(dataset_dir)
+    try:
+        entries = read_manifest(dataset_dir)
+    except ManifestError as exc:
+        cases_rejected.send(sender=Case, dataset=dataset, rejected={MANIFEST_NAME: [str(exc)]})
+        raise
     folders = {p.name for p in dataset_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
     report = ImportReport()
     for name in sorted(folders - entries.keys()):
@@ -92,7 +96,21 @@ def import_dataset(dataset_dir: Path, *, dataset: str | None = None, progress: b
             report.imported.append(name)
             report.lesions += len(entry.lesions)
             case_imported.send(sender=Case, case=case)
+    if report.rejected:
+        rejected = {
+            name: [_pseudonymised(p, entries.values()) for p in problems] for name, problems in report.rejected.items()
+        }
+        cases_rejected.send(sender=Case, dataset=dataset, rejected=rejected)
     return report
+
+
+def _pseudonymised(problem: str, entries) -> str:
+    """``problem`` with each manifest patient id it names ("patient P1 ...") replaced by its pseudonym, so
+    that what is kept (the audit trail) never holds an original id."""
+    for entry in entries:
+        if entry.patient:
+            problem = problem.replace(f"patient {entry.patient} ", f"patient {patient_key(entry.patient)[:16]} ")
+    return problem
 
 
 def _already_imported(dataset: str, loaded: LoadedCase) -> bool:

@@ -4,3 +4,6 @@ from django.dispatch import Signal
 
 case_imported = Signal()
 """Sent with ``case`` after a case's rows are committed."""
+
+cases_rejected = Signal()
+"""Sent with ``dataset`` and ``rejected`` ({case name: [problems]}) after an import refused cases."""
