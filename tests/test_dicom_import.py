@@ -247,6 +247,8 @@ def test_missing_phase_stops_the_exam(cohort, media, tmp_path):
     labels = labels_for(tmp_path / "labels.csv", cohort, {"GE": exam})
     _rejected(tmp_path / "x", labels, "missing DP: the first series 120-600 s after the first post-contrast one")
     assert not stored_files(media)
+    (refused,) = AuditEvent.objects.filter(action=AuditEvent.Action.CASE_REJECTED)
+    assert refused.object_id.split("/")[1].startswith("dicom-") and "1 problem(s)" in refused.summary
 
 
 def test_two_candidates_for_one_sequence_stop_the_exam(cohort, media, tmp_path):

@@ -32,6 +32,7 @@ from readerstudy.cases.dicom.masks import write_masks
 from readerstudy.cases.dicom.series import Exam, scan_folder
 from readerstudy.cases.importer import ImportReport, import_dataset
 from readerstudy.cases.models import Case
+from readerstudy.cases.signals import cases_rejected
 
 MAPPING_FORMAT = "liverread-dicom-mapping/1"
 LABELS_NAME = "labels.csv"
@@ -225,6 +226,7 @@ def import_exams(dicom_import: DicomImport, mappings: dict[str, dict[str, str | 
         report.rejected[WHOLE_FOLDER] = list(dicom_import.problems)
         for name in dicom_import.plans:
             report.rejected[name] = [f"not imported: the folder has problems (see {WHOLE_FOLDER})"]
+        _announce_rejections(dataset, report.rejected)
         return report
     shared = _shared_folders(dicom_import.plans)
     with tempfile.TemporaryDirectory(prefix="liverread-dicom-") as scratch:
@@ -249,6 +251,7 @@ def import_exams(dicom_import: DicomImport, mappings: dict[str, dict[str, str | 
                 lines[len(manifest) + 2] = label_row.line  # line 1 is the header
                 manifest.append(row)
                 pseudonyms[row["patient"]] = patient_key(row["patient"])
+        _announce_rejections(dataset, report.rejected)  # the importer announces its own below
         if manifest:
             with (layout / MANIFEST_NAME).open("w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=COLUMNS)
@@ -264,6 +267,16 @@ def import_exams(dicom_import: DicomImport, mappings: dict[str, dict[str, str | 
     for name in report.imported:
         _record_mapping(dataset, name, dicom_import.plans[name].proposal, mappings[name])
     return report
+
+
+def _announce_rejections(dataset: str, rejected: dict[str, list[str]]) -> None:
+    """Exams refused before the importer saw them, for the audit trail: their problems are counted, not
+    quoted, because they may quote file names or header text of the export (which can identify a patient)."""
+    if rejected:
+        cases_rejected.send(sender=Case, dataset=dataset, rejected={
+            name: [f"DICOM exam refused with {len(problems)} problem(s), reported to the importing admin"]
+            for name, problems in rejected.items()
+        })  # fmt: skip
 
 
 def _record_mapping(dataset: str, name: str, proposal: Proposal, mapping: dict[str, str]) -> None:
