@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
 from inference.domain import CLASSES, READER_GROUPS, SEQUENCES, is_malignant
-from readerstudy.cases.models import Case, Lesion, LesionMask, Patient, SequenceVolume
+from readerstudy.cases.models import Case, Lesion, LesionMask, Patient, SequenceVolume, new_public_id
 from readerstudy.studies.models import Reader
 
 pytestmark = pytest.mark.django_db
@@ -81,3 +81,11 @@ def test_reader_group_is_one_of_the_three():
     assert (
         str(Reader.objects.create(user=user, group="academic", years_of_experience=17)) == "r1 (Academic radiologist)"
     )
+
+
+def test_public_ids_are_never_read_as_numbers_by_a_spreadsheet_or_csv_reader():
+    ids = [new_public_id() for _ in range(20_000)]  # without the rule about 11 would be all digits
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids) and len(set(ids)) == len(ids)
+    for public_id in ids:
+        with pytest.raises(ValueError):
+            float(public_id)
