@@ -81,7 +81,7 @@ def load_volume(path: Path | str, *, label: str | None = None) -> Volume:
     image = _open_image(path, name)
     shape = _checked_shape(image, name)
     voxel_bytes = math.prod(image.shape) * image.header.get_data_dtype().itemsize
-    _check_data_length(path, image.dataobj.offset + voxel_bytes, name)
+    image = _whole_image(path, image, image.dataobj.offset + voxel_bytes, name)
     affine = _checked_affine(path, image, name)
 
     try:
@@ -138,21 +138,23 @@ def _open_image(path: Path, name: str) -> nib.Nifti1Image | nib.Nifti2Image:
     return image
 
 
-def _check_data_length(path: Path, needed: int, name: str) -> None:
-    """The file holds exactly ``needed`` bytes (header, extensions and voxels) once uncompressed.
+def _whole_image(path: Path, image, needed: int, name: str):
+    """``image`` once its file is known to hold exactly ``needed`` bytes (header, extensions and voxels)
+    uncompressed; a gzip file's image is then parsed from the stream read here, so it is inflated once.
 
     A gzip stream is read to its end in 1 MiB chunks, so its CRC and length are
     checked (nibabel stops after the voxels and never sees a bad trailer); the
-    count stops just past ``needed``, so a stream that inflates without end is not followed.
+    reading stops just past ``needed``, so a stream that inflates without end is not followed.
     """
+    raw = bytearray()
     if path.name.endswith(".gz"):
-        size = 0
         try:
             with gzip.open(path, "rb") as stream:
-                while size <= needed and (chunk := stream.read(1 << 20)):
-                    size += len(chunk)
+                while len(raw) <= needed and (chunk := stream.read(1 << 20)):
+                    raw += chunk
         except (OSError, EOFError, zlib.error) as exc:
             raise VolumeError(name, f"truncated or corrupt voxel data (gzip stream: {exc})") from None
+        size = len(raw)
     else:
         size = path.stat().st_size
     if size < needed:
@@ -161,6 +163,7 @@ def _check_data_length(path: Path, needed: int, name: str) -> None:
         raise VolumeError(
             name, f"more bytes than the header's shape and voxel type need ({needed:,}): wrong dimensions or type?"
         )
+    return type(image).from_bytes(raw) if raw else image
 
 
 def _checked_affine(path: Path, image, name: str) -> np.ndarray:
