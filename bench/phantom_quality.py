@@ -10,9 +10,12 @@ prediction covers every lesion of the evaluation cohort. Prints wall times, seve
 95 % CI, and the confusion matrix.
 
 Saliency sanity (``--saliency-per-class N``, default 10): for the first N evaluation lesions of each class,
-the five-fold averaged saliency of the predicted class is mapped into every sequence's original grid; it
-reports the fraction of heat-map mass inside the lesion mask dilated by 5 mm (Σ heat over mask ⊕ 5 mm /
-Σ heat, per sequence, then averaged) and, for HCC, the mean sequence weights of LAP, PVP and DP against T2WI.
+the five-fold averaged saliency of the predicted class (the config's method) is mapped into every sequence's
+original grid. It reports the fraction of heat-map mass inside the lesion mask dilated by 5 mm: per lesion,
+Σ_s Σ heat_s · voxel volume over mask_s ⊕ 5 mm / Σ_s Σ heat_s · voxel volume (the seven maps share one scale,
+so a sequence that did not matter weighs little), averaged over the lesions with a normal 95 % CI, and beside
+it the same fraction of each map on its own. For HCC: the mean sequence weights, and how often each of LAP,
+PVP and DP outweighs T2WI.
 """
 
 import argparse
@@ -90,19 +93,21 @@ def report(records: list[dict]) -> None:
         )
 
 
-def mass_near_lesion(heat: np.ndarray, mask: Volume, margin_mm: float = 5.0) -> float:
-    """Σ heat inside the mask dilated by ``margin_mm`` (Euclidean, in mm on the voxel grid) / Σ heat."""
+def mass_near_lesion(heat: np.ndarray, mask: Volume, margin_mm: float = 5.0) -> tuple[float, float]:
+    """(Σ heat · voxel volume inside the mask dilated by ``margin_mm`` (Euclidean, mm), Σ heat · voxel volume),
+    in heat × mm³."""
     from scipy.ndimage import distance_transform_edt
 
     near = distance_transform_edt(mask.data == 0, sampling=mask.spacing) <= margin_mm
-    total = float(heat.sum())
-    return float(heat[near].sum()) / total if total > 0 else float("nan")
+    voxel = float(np.prod(mask.spacing))
+    return float(heat[near].sum()) * voxel, float(heat.sum()) * voxel
 
 
 def saliency_sanity(run_dir: Path, evaluation: Path, per_class: int) -> None:
     ensemble = Ensemble.load(run_dir, device="cpu")
     size, taken = ensemble.config.model.input_size, [0] * len(CLASSES)
-    fractions, hcc_weights = [], []
+    pooled, per_map, hcc_weights, labels = [], [], [], []
+    started = time.perf_counter()
     for name, entry in sorted(read_manifest(evaluation).items()):
         wanted = [row for row in entry.lesions if taken[row.label] < per_class]
         if not wanted:
@@ -112,16 +117,27 @@ def saliency_sanity(run_dir: Path, evaluation: Path, per_class: int) -> None:
             taken[row.label] += 1
             masks = case.masks[row.name]
             patch = preprocess_lesion(case.volumes, masks, row.diameter_mm, size=size)
-            saliency = compute_saliency(ensemble.models, patch, case.volumes, masks)
-            fractions += [mass_near_lesion(s.heatmap, masks[s.sequence]) for s in saliency.sequences]
+            saliency = compute_saliency(ensemble.models, patch, case.volumes, masks, ensemble.config.saliency)
+            masses = np.array([mass_near_lesion(s.heatmap, masks[s.sequence]) for s in saliency.sequences])
+            pooled.append(masses[:, 0].sum() / masses[:, 1].sum() if masses[:, 1].sum() > 0 else np.nan)
+            per_map += [near / total for near, total in masses if total > 0]
+            labels.append(row.label)
             if CLASSES[row.label] == "HCC":
                 hcc_weights.append([s.weight for s in saliency.sequences])
-    fractions = np.array(fractions)
-    print(f"saliency: {sum(taken)} lesions × 7 sequences, five-fold averaged maps")
+    seconds = (time.perf_counter() - started) / sum(taken)
+    pooled, per_map, labels = np.array(pooled), np.array(per_map), np.array(labels)
+    low, high = wilson(int(np.sum(pooled >= 0.7)), len(pooled))
+    print(f"saliency: {sum(taken)} lesions, {ensemble.config.saliency.method} maps averaged over "
+          f"{len(ensemble.models)} models, {seconds:.2f} s per lesion (preprocessing included)")  # fmt: skip
     print(
-        f"heat-map mass inside mask ⊕ 5 mm: mean {np.nanmean(fractions):.3f}, median {np.nanmedian(fractions):.3f}, "
-        f"≥ 0.70 in {np.mean(fractions >= 0.7):.0%} of maps"
+        f"heat-map mass inside mask ⊕ 5 mm, the seven maps of a lesion together: mean {np.nanmean(pooled):.3f} "
+        f"(95% CI {np.nanmean(pooled) - Z95 * np.nanstd(pooled, ddof=1) / math.sqrt(len(pooled)):.3f}-"
+        f"{np.nanmean(pooled) + Z95 * np.nanstd(pooled, ddof=1) / math.sqrt(len(pooled)):.3f}), "
+        f"median {np.nanmedian(pooled):.3f}, ≥ 0.70 in {np.mean(pooled >= 0.7):.0%} of lesions ({low:.0%}-{high:.0%})"
     )
+    print("  per class: " + ", ".join(f"{c} {np.nanmean(pooled[labels == i]):.2f}" for i, c in enumerate(CLASSES)))
+    print(f"  each map on its own (7 per lesion, maps with any heat): mean {np.mean(per_map):.3f}, "
+          f"median {np.median(per_map):.3f}")  # fmt: skip
     weights = np.array(hcc_weights)
     mean = dict(zip(SEQUENCES, weights.mean(axis=0), strict=True))
     print("HCC mean sequence weights: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
@@ -129,6 +145,8 @@ def saliency_sanity(run_dir: Path, evaluation: Path, per_class: int) -> None:
     for phase in ("LAP", "PVP", "DP"):
         above = np.mean(weights[:, SEQUENCES.index(phase)] > t2)
         print(f"HCC: {phase} weight > T2WI weight in {above:.0%} of {len(weights)} lesions")
+    phases = weights[:, [SEQUENCES.index(p) for p in ("LAP", "PVP", "DP")]].sum(axis=1)
+    print(f"HCC: LAP + PVP + DP weight > T2WI weight in {np.mean(phases > t2):.0%} of {len(weights)} lesions")
 
 
 def main() -> None:

@@ -138,7 +138,7 @@ def _saliency(args: argparse.Namespace) -> int:
     case = load_case(args.data / args.case, entry)
     masks = case.masks[args.lesion]
     patch = preprocess_lesion(case.volumes, masks, row.diameter_mm, size=ensemble.config.model.input_size)
-    saliency = compute_saliency(ensemble.models, patch, case.volumes, masks)
+    saliency = compute_saliency(ensemble.models, patch, case.volumes, masks, ensemble.config.saliency)
     paths = save_saliency(saliency, case.volumes, args.out)
     print(f"Saliency of {args.case}/{args.lesion} written to {args.out} (panel: {paths['panel']})")
     return 0

@@ -127,13 +127,43 @@ class TrainingConfig:
         return problems + self.augmentation.validate()
 
 
+SALIENCY_METHODS: tuple[str, ...] = ("occlusion", "grad-cam")
+"""Heat-map methods of ``inference.saliency`` (the sequence weights are computed the same way for both)."""
+
+
+@dataclass(frozen=True)
+class SaliencyConfig:
+    """How ``inference.saliency`` draws the per-sequence heat maps.
+
+    ``method`` "occlusion": the drop of the class logit when one cube of ``occlusion_block`` patch voxels of
+    one sequence is hidden, for every cube of the grid tiling the patch ((S/b)³ forwards per model; faithful,
+    and as fine as b). "grad-cam": one hooked forward and backward per model (fast, but only as fine as the
+    deepest ResNet stage with spatial extent: 2³ cells at S = 64). ``occlusion_block`` must divide S; it is
+    unused by "grad-cam".
+    """
+
+    method: str
+    occlusion_block: int
+
+    def validate(self, input_size: int) -> list[str]:
+        problems = []
+        if self.method not in SALIENCY_METHODS:
+            problems.append(f"saliency method must be one of {', '.join(SALIENCY_METHODS)}, got {self.method!r}")
+        if self.occlusion_block < 1 or input_size % self.occlusion_block:
+            problems.append(
+                f"occlusion_block must be ≥ 1 and divide input_size {input_size}, got {self.occlusion_block}"
+            )
+        return problems
+
+
 @dataclass(frozen=True)
 class Config:
-    """One named configuration: the network and how to train it."""
+    """One named configuration: the network, how to train it and how to explain its predictions."""
 
     description: str
     model: ModelConfig
     training: TrainingConfig
+    saliency: SaliencyConfig
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (ranges as lists), the shape ``load_config`` reads."""
@@ -159,6 +189,7 @@ def load_config(name_or_path: str | Path) -> Config:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     config = _build(Config, data, path, "")
     problems = config.model.validate() + config.training.validate()
+    problems += config.saliency.validate(config.model.input_size)
     if problems:
         raise ValueError(f"{path}: " + "; ".join(problems))
     return config

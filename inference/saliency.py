@@ -1,24 +1,35 @@
-"""Saliency for one lesion (PAPER.md "Interpretability"): a class-activation heat map per sequence, on that
-sequence's ORIGINAL voxel grid, and how much each of the seven sequences mattered for the prediction.
+"""Saliency for one lesion (PAPER.md "Interpretability"): a heat map per sequence, on that sequence's ORIGINAL
+voxel grid, and how much each of the seven sequences mattered for the prediction.
 
-Method, for the seven-way logit y_c of class c (``class_index``, or the ensemble's predicted class: the argmax of
-the softmax probabilities averaged over the models):
+Both explain the seven-way logit y_c of class c (``class_index``, or the ensemble's predicted class: the argmax of
+the softmax probabilities averaged over the models), in logit units averaged over the models (the folds).
 
-- Layer (``grad_cam_layer``): in every branch, the deepest ResNet stage whose output still has spatial extent > 1
-  voxel for the patch side S: layer4 at S = 64 (a 2³ map), layer3 at S = 32 (layer4 is 1³ there, and Grad-CAM on a
-  1³ map is a constant), layer2 at S = 16.
-- Heat map (Grad-CAM, Selvaraju et al. 2017) of branch s: A = that stage's output [K, n, n, n], G = ∂y_c/∂A,
-  α_k = mean over the n³ voxels of G_k, CAM_s = ReLU(Σ_k α_k A_k) in logit units, upsampled to the S³ patch by
-  MONAI's ``default_upsampler`` (trilinear, align_corners False). The same numbers as MONAI ``GradCAM`` on
-  ``branches.<s>.<layer>`` with an identity post-processing (tested).
-- Several models (the folds): the raw upsampled CAMs are averaged over the models (logit units, before any
-  normalisation); the patch heat map is that mean divided by its maximum, so each sequence's map peaks at 1
-  (sequences are compared by their weights, not by their maps). An all-zero mean stays zero.
-- Importance weight of sequence s: the gradient × activation mass of its branch, C_s = Σ_k Σ_v A_k(v)·G_k(v), the
-  first-order (Taylor) drop of y_c if the branch's stage output were zeroed; at layer4 it equals Σ_k f_k·∂y_c/∂f_k
-  on the pooled feature vector f, and the sum over voxels of the Grad-CAM map before its ReLU. C_s is averaged over
-  the models, then w_s = max(C_s, 0) / Σ_t max(C_t, 0): each sequence's share of the positive evidence for class c
-  (w = 1/7 each when no sequence has any). It comes from the same pass as the maps: no extra forward.
+Hiding a sequence, or a part of it, sets its image channel to the sequence's background level: the median of the
+patch's image channel where the blurred lesion mask is below ``BACKGROUND_MASK_LEVEL`` (the tissue around the
+lesion, usually liver). The mask channel is kept: the network still knows where the lesion is, it no longer sees
+what it looks like there. Up to the heads the branches are independent, so hiding part of sequence s changes only
+its feature vector f_s: one forward with all seven sequences hidden at the same place yields the seven hidden
+features, and each drop Δ_s = y_c(f) − y_c(f with f_s swapped for the hidden one) costs only a head evaluation.
+
+- Importance weight of sequence s: Δ_s with the whole sequence hidden (one more patch in the lesion's own
+  forward); w_s = max(Δ_s, 0) / Σ_t max(Δ_t, 0), each sequence's share of the positive evidence for class c
+  (1/7 each when no sequence has any). PAPER.md's phase weights ask "how much did this sequence matter": a
+  sequence is removed, not linearised (the gradient × activation mass used before ranked T2WI first for HCC
+  phantoms whose class is told by their enhancement, ``bench/phantom_quality.py``).
+- Heat map, method "occlusion" (Zeiler & Fergus 2014): Δ_s for every cube of b³ patch voxels (b =
+  ``occlusion_block``) of the grid tiling the patch, (S/b)³ forwards per model (``OCCLUSION_BATCH_VOXELS``
+  bounds a forward's patches); the (S/b)³ map of max(Δ_s, 0), averaged over the models, is upsampled to the S³
+  patch by MONAI's ``default_upsampler`` (trilinear, align_corners False). Each value is what the network loses
+  when that place of that sequence is hidden: faithful, and as fine as b.
+- Heat map, method "grad-cam" (Selvaraju et al. 2017), for when (S/b)³ forwards are too slow (``paper`` on a
+  CPU): in every branch the deepest ResNet stage whose output still has spatial extent > 1 voxel
+  (``grad_cam_layer``: layer4 at S = 64, a 2³ map; layer3 at S = 32; layer2 at S = 16); A = its output
+  [K, n, n, n], G = ∂y_c/∂A, α_k = mean over the n³ voxels of G_k, CAM_s = ReLU(Σ_k α_k A_k) upsampled to the
+  patch like the occlusion map, averaged over the models. The same numbers as MONAI ``GradCAM`` on
+  ``branches.<s>.<layer>`` with an identity post-processing (tested). A 2³ map cannot outline a lesion: on the
+  ``cpu`` phantoms its mass within 5 mm of the lesion equals a uniform map's (README "Saliency").
+- One scale for the seven maps: divided by their common maximum, so the most telling sequence peaks at 1 and a
+  sequence that did not matter stays faint, as its weight says (all-zero maps stay zero).
 - Back to the original grid: a voxel v of sequence s lies at patch voxel p = P_s⁻¹ · A_s · v (P_s =
   ``patch.affines[s]``, patch voxel → world mm; A_s the volume's affine, voxel → world mm); the heat map there is the
   patch map sampled trilinearly at p (``scipy.ndimage.map_coordinates``, order 1), and 0 where p lies outside the
@@ -26,21 +37,24 @@ the softmax probabilities averaged over the models):
 - Max-area slice: the axial index k (third voxel axis of the original grid) with the most mask voxels (the first
   of equals).
 
-Why one hand-written hooked pass instead of MONAI ``GradCAM`` per branch: ``GradCAM`` hooks one target layer per
-call, so the seven branches cost seven full forwards and seven backwards through the whole network, weight
-gradients included (≈ 26 s per model at full width and 64³ on 2 CPU cores, MODEL_NOTES.md). Here a forward hook on
-each branch's stage replaces its output by a detached leaf that requires grad, and ``torch.autograd.grad`` of y_c
-with respect to the seven leaves backpropagates only through avgpool and the heads: one forward per model serves all
-seven maps, the weights and the ensemble's probabilities. Replacing the output (rather than hooking the module's
-backward) also keeps MONAI's in-place ReLUs away from the stored activations. Besides, ``GradCAM`` needs a module
-returning one logits tensor (ours returns two heads), its default post-processing maps (min, max) → (1, 0) and so
-inverts the map, and with ``class_idx=None`` it takes each sample's own argmax, not the ensemble's class.
+Written by hand: MONAI ``OcclusionSensitivity`` runs the whole network per occluded patch and class and cannot
+swap one branch's features, so seven sequences would cost seven times the forwards. MONAI ``GradCAM`` hooks one
+target layer per call (seven full forwards and backwards, weight gradients included: ≈ 26 s per model at full width
+and 64³ on 2 CPU cores, MODEL_NOTES.md); here a forward hook on each branch's stage replaces its output by a
+detached leaf that requires grad, and ``torch.autograd.grad`` of y_c with respect to the seven leaves
+backpropagates only through the stages above, avgpool and the heads: one forward per model serves all seven maps.
+Replacing the output (rather than hooking the module's backward) also keeps MONAI's in-place ReLUs away from the
+stored activations. Besides, ``GradCAM`` needs a module returning one logits tensor (ours returns two heads), its
+default post-processing inverts the map, and with ``class_idx=None`` it takes each sample's own argmax, not the
+ensemble's class.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +62,9 @@ import numpy as np
 import torch
 from monai.visualize.visualizer import default_upsampler
 from scipy import ndimage
-from torch import nn
+from torch import Tensor, nn
 
+from inference.config import SaliencyConfig
 from inference.domain import CLASSES, SEQUENCES
 from inference.model import LiverLesionNet
 from inference.nifti import Volume, write_volume
@@ -57,6 +72,10 @@ from inference.preprocess import Patch
 
 STAGES: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
 """The ResNet stages of a branch, shallow to deep; ``grad_cam_layer`` picks one."""
+BACKGROUND_MASK_LEVEL = 0.01
+"""Patch voxels whose blurred mask is below this are background (their median is the hiding level)."""
+OCCLUSION_BATCH_VOXELS = 1 << 20
+"""Occluded patches per forward: this / S³ (32 at S = 32, 4 at S = 64), bounding the memory of a forward."""
 
 
 @dataclass
@@ -86,27 +105,27 @@ class Saliency:
     """float [7]: seven-way softmax probabilities averaged over the models (CLASSES order), from the same pass."""
     binary_probabilities: np.ndarray | None = None
     """float [2]: (benign, malignant) softmax probabilities averaged over the models, from the same pass."""
-    layer: str = ""
-    """The stage hooked in every branch (of the first model)."""
+    method: str = ""
+    """How the maps were made, e.g. "occlusion of 4³-voxel cubes" or "Grad-CAM on layer3"."""
     models: int = 0
     """How many models the maps and weights are averaged over."""
 
 
 @dataclass
 class PatchSaliency:
-    """Raw Grad-CAM results on the patch grid, averaged over the models (before any normalisation)."""
+    """Raw results on the patch grid, averaged over the models (before any normalisation)."""
 
     class_index: int
-    cams: np.ndarray
-    """float32 [7, S, S, S]: mean over the models of ReLU(Σ_k α_k A_k) upsampled to the patch, logit units."""
-    contributions: np.ndarray
-    """float64 [7]: mean over the models of the gradient × activation mass Σ A·∂y_c/∂A of each branch, logit units."""
+    maps: np.ndarray
+    """float32 [7, S, S, S] ≥ 0: the heat maps of the method, upsampled to the patch, logit units."""
+    drops: np.ndarray
+    """float64 [7]: Δ_s, the drop of y_c when sequence s is hidden whole, logit units."""
     probabilities: np.ndarray
     """float64 [7]: seven-way softmax averaged over the models."""
     binary_probabilities: np.ndarray
     """float64 [2]: binary softmax averaged over the models."""
-    layers: list[str]
-    """The stage hooked, per model."""
+    method: str
+    """How the maps were made (``Saliency.method``)."""
 
 
 def _first(value) -> int:
@@ -142,11 +161,53 @@ def grad_cam_layer(model: LiverLesionNet, size: int | None = None) -> str:
     return next((s for s in reversed(STAGES) if stage_extent(branch, size, s) > 1), STAGES[0])
 
 
-def _hooked_forward(model: LiverLesionNet, x: torch.Tensor, layer: str):
-    """Eval-mode forward that swaps each branch's ``layer`` output for a detached leaf requiring grad.
+def background_levels(array: np.ndarray) -> np.ndarray:
+    """float32 [7]: per sequence, the median of the image channel over the voxels whose blurred mask is below
+    ``BACKGROUND_MASK_LEVEL`` (over the whole patch if there are none)."""
+    levels = []
+    for image, mask in zip(array[:, 0], array[:, 1], strict=True):
+        background = image[mask < BACKGROUND_MASK_LEVEL]
+        levels.append(np.median(background if background.size else image))
+    return np.asarray(levels, dtype=np.float32)
 
-    Returns (the seven leaves [1, K, n, n, n], binary logits [1, 2], seven-way logits [1, 7]); gradients of the
-    logits reach the leaves through the rest of the branch and the heads only."""
+
+def hide_sequences(array: np.ndarray) -> np.ndarray:
+    """A copy of the patch [7, 2, S, S, S] with every image channel set to its background level (masks kept)."""
+    hidden = np.array(array, dtype=np.float32, copy=True)
+    hidden[:, 0] = background_levels(array)[:, None, None, None]
+    return hidden
+
+
+@contextlib.contextmanager
+def _evaluating(models: Sequence[nn.Module]) -> Iterator[None]:
+    """Every model in eval mode for the duration, each back in its own mode afterwards."""
+    modes = [model.training for model in models]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for model, training in zip(models, modes, strict=True):
+            model.train(training)
+
+
+def _drops(model: LiverLesionNet, features: Tensor, hidden: Tensor, class_index: int) -> Tensor:
+    """[7, n]: Δ_s = y_c(features) − y_c(features with f_s := hidden[j, s]) for each sequence s and each of the n
+    hidden feature sets; ``features`` [1, 7, F], ``hidden`` [n, 7, F] (no gradient)."""
+    sequences, n = features.shape[1], hidden.shape[0]
+    with torch.no_grad():
+        swapped = features.expand(sequences, n, *features.shape[1:]).clone()
+        every = torch.arange(sequences)
+        swapped[every, :, every] = hidden.transpose(0, 1)
+        y = model.heads(swapped.flatten(0, 1))[1][:, class_index].view(sequences, n)
+        return model.heads(features)[1][0, class_index] - y
+
+
+def _hooked_forward(model: LiverLesionNet, x: torch.Tensor, layer: str):
+    """Forward that swaps each branch's ``layer`` output for a detached leaf requiring grad.
+
+    Returns (the seven leaves [B, K, n, n, n], features [B, 7, F], seven-way logits [B, 7], binary logits [B, 2]);
+    gradients of the logits reach the leaves through the rest of the branch and the heads only."""
     leaves: list[torch.Tensor] = []
 
     def swap(_module, _inputs, output):
@@ -155,28 +216,19 @@ def _hooked_forward(model: LiverLesionNet, x: torch.Tensor, layer: str):
         return leaf
 
     handles = [getattr(branch, layer).register_forward_hook(swap) for branch in model.branches]
-    training = model.training
     try:
-        model.eval()
         with torch.enable_grad():
-            binary, seven = model(x)
+            features = model.branch_features(x)
+            binary, seven = model.heads(features)
     finally:
         for handle in handles:
             handle.remove()
-        model.train(training)
     if len(leaves) != len(SEQUENCES):
         raise RuntimeError(f"expected {len(SEQUENCES)} hooked {layer} outputs, got {len(leaves)}")
-    return leaves, binary, seven
+    return leaves, features, seven, binary
 
 
-def patch_saliency(
-    models: Sequence[LiverLesionNet], array: np.ndarray, *, class_index: int | None = None
-) -> PatchSaliency:
-    """Grad-CAM maps and gradient × activation masses of all seven branches on one patch, averaged over
-    ``models``: one hooked forward per model and one backward of y_c to the seven hooked stages.
-
-    ``array``: float32 [7, 2, S, S, S] (``Patch.array``). ``class_index`` None = the class with the largest
-    softmax probability averaged over the models. Model modes are restored afterwards."""
+def _check(models: Sequence[LiverLesionNet], array: np.ndarray, class_index: int | None) -> np.ndarray:
     if not models:
         raise ValueError("need at least one model")
     array = np.asarray(array, dtype=np.float32)
@@ -184,52 +236,132 @@ def patch_saliency(
         raise ValueError(f"expected a patch array [7, 2, S, S, S], got shape {array.shape}")
     if class_index is not None and not 0 <= int(class_index) < len(CLASSES):
         raise ValueError(f"class_index must be in 0..{len(CLASSES) - 1}, got {class_index}")
-    size = array.shape[-1]
-    passes, layers = [], []
-    for model in models:
-        device = next(model.parameters()).device
-        layer = grad_cam_layer(model, size)
-        layers.append(layer)
-        passes.append(_hooked_forward(model, torch.from_numpy(array[None]).to(device), layer))
-    with torch.no_grad():
-        probabilities = torch.stack([torch.softmax(seven[0].float(), 0).cpu() for _, _, seven in passes]).mean(0)
-        binary = torch.stack([torch.softmax(b[0].float(), 0).cpu() for _, b, _ in passes]).mean(0)
-    class_index = int(torch.argmax(probabilities)) if class_index is None else int(class_index)
+    return array
 
-    cams = torch.zeros((len(SEQUENCES), 1, size, size, size))
-    contributions = torch.zeros(len(SEQUENCES), dtype=torch.float64)
-    upsample = default_upsampler((size,) * 3)
-    for leaves, _, seven in passes:
-        grads = torch.autograd.grad(seven[0, class_index], leaves, allow_unused=True)
-        maps = []
-        for index, (activation, grad) in enumerate(zip(leaves, grads, strict=True)):
-            grad = torch.zeros_like(activation) if grad is None else grad
-            alpha = grad.mean(dim=tuple(range(2, grad.dim())), keepdim=True)
-            maps.append(torch.relu((alpha * activation).sum(1, keepdim=True)).detach())
-            contributions[index] += float((activation.detach() * grad).sum())
-        cams += upsample(torch.cat(maps).float()).cpu()
+
+def _lesion_and_hidden(array: np.ndarray, model: nn.Module) -> Tensor:
+    """[2, 7, 2, S, S, S] on the model's device: the patch and the patch with every sequence hidden."""
+    device = next(model.parameters()).device
+    return torch.from_numpy(np.stack([array, hide_sequences(array)])).to(device)
+
+
+def _mean_softmax(logits: Sequence[Tensor]) -> Tensor:
+    """Softmax of each model's first row, averaged over the models (float64, CPU)."""
+    return torch.stack([torch.softmax(row[0].detach().double(), 0).cpu() for row in logits]).mean(0)
+
+
+def _upsample(cells: Tensor, size: int) -> np.ndarray:
+    """[7, m, m, m] → float32 [7, S, S, S] by MONAI's ``default_upsampler`` (trilinear, align_corners False)."""
+    return default_upsampler((size,) * 3)(cells[:, None].float().cpu())[:, 0].numpy().astype(np.float32)
+
+
+def grad_cam_saliency(
+    models: Sequence[LiverLesionNet], array: np.ndarray, *, class_index: int | None = None
+) -> PatchSaliency:
+    """Grad-CAM maps of all seven branches and the whole-sequence drops on one patch, averaged over ``models``:
+    one hooked forward (the patch and its hidden copy) and one backward of y_c to the seven hooked stages per model.
+
+    ``array``: float32 [7, 2, S, S, S] (``Patch.array``). ``class_index`` None = the class with the largest
+    softmax probability averaged over the models. Model modes are restored afterwards."""
+    array = _check(models, array, class_index)
+    size = array.shape[-1]
+    layer = grad_cam_layer(models[0], size)
+    cams = torch.zeros((len(SEQUENCES), size, size, size))
+    drops = torch.zeros(len(SEQUENCES), dtype=torch.float64)
+    with _evaluating(models):
+        passes = [_hooked_forward(m, _lesion_and_hidden(array, m), grad_cam_layer(m, size)) for m in models]
+        probabilities = _mean_softmax([seven for _, _, seven, _ in passes])
+        binary = _mean_softmax([b for _, _, _, b in passes])
+        class_index = int(torch.argmax(probabilities)) if class_index is None else int(class_index)
+        for model, (leaves, features, seven, _) in zip(models, passes, strict=True):
+            grads = torch.autograd.grad(seven[0, class_index], leaves, allow_unused=True)
+            maps = []
+            for activation, grad in zip(leaves, grads, strict=True):
+                activation = activation[:1].detach()
+                grad = torch.zeros_like(activation) if grad is None else grad[:1]
+                alpha = grad.mean(dim=tuple(range(2, grad.dim())), keepdim=True)
+                maps.append(torch.relu((alpha * activation).sum(1))[0])
+            cams += torch.from_numpy(_upsample(torch.stack(maps), size))
+            features = features.detach()
+            drops += _drops(model, features[:1], features[1:], class_index)[:, 0].double().cpu()
     count = len(models)
     return PatchSaliency(
         class_index=class_index,
-        cams=(cams[:, 0] / count).numpy().astype(np.float32),
-        contributions=(contributions / count).numpy(),
-        probabilities=probabilities.double().numpy(),
-        binary_probabilities=binary.double().numpy(),
-        layers=layers,
+        maps=(cams / count).numpy().astype(np.float32),
+        drops=(drops / count).numpy(),
+        probabilities=probabilities.numpy(),
+        binary_probabilities=binary.numpy(),
+        method=f"Grad-CAM on {layer}",
     )
 
 
-def sequence_weights(contributions: np.ndarray) -> np.ndarray:
-    """w_s = max(C_s, 0) / Σ max(C, 0); uniform when no contribution is positive. Non-negative, sums to 1."""
-    positive = np.clip(np.nan_to_num(np.asarray(contributions, dtype=np.float64)), 0.0, None)
+def occlusion_saliency(
+    models: Sequence[LiverLesionNet], array: np.ndarray, *, block: int, class_index: int | None = None
+) -> PatchSaliency:
+    """Occlusion maps of all seven sequences and the whole-sequence drops on one patch, averaged over ``models``:
+    per model one forward of the patch and its hidden copy, then (S/``block``)³ patches with all seven sequences
+    hidden in one cube, ``OCCLUSION_BATCH_VOXELS`` at a time.
+
+    ``array``: float32 [7, 2, S, S, S] (``Patch.array``); ``block`` must divide S. ``class_index`` None = the
+    class with the largest softmax probability averaged over the models. Model modes are restored afterwards."""
+    array = _check(models, array, class_index)
+    size = array.shape[-1]
+    if block < 1 or size % block:
+        raise ValueError(f"occlusion block {block} must be ≥ 1 and divide the patch side {size}")
+    cells = size // block
+    corners = list(itertools.product(range(0, size, block), repeat=3))
+    levels = torch.from_numpy(background_levels(array))[:, None, None, None]
+    per_forward = max(1, OCCLUSION_BATCH_VOXELS // size**3)
+    occluded = torch.zeros((len(SEQUENCES), len(corners)), dtype=torch.float64)
+    drops = torch.zeros(len(SEQUENCES), dtype=torch.float64)
+    with _evaluating(models), torch.inference_mode():
+        features = [model.branch_features(_lesion_and_hidden(array, model)) for model in models]
+        heads = [model.heads(both[:1]) for model, both in zip(models, features, strict=True)]
+        probabilities = _mean_softmax([seven for _, seven in heads])
+        binary = _mean_softmax([b for b, _ in heads])
+        class_index = int(torch.argmax(probabilities)) if class_index is None else int(class_index)
+        for model, both in zip(models, features, strict=True):
+            drops += _drops(model, both[:1], both[1:], class_index)[:, 0].double().cpu()
+            x, fill = torch.from_numpy(array).to(both.device), levels.to(both.device)
+            for start in range(0, len(corners), per_forward):
+                chunk = corners[start : start + per_forward]
+                batch = x.expand(len(chunk), *x.shape).clone()
+                for j, (i, k, m) in enumerate(chunk):
+                    batch[j, :, 0, i : i + block, k : k + block, m : m + block] = fill
+                hidden = model.branch_features(batch)
+                occluded[:, start : start + len(chunk)] += _drops(model, both[:1], hidden, class_index).double().cpu()
+    count = len(models)
+    grid = torch.clamp(occluded / count, min=0).view(len(SEQUENCES), cells, cells, cells)
+    return PatchSaliency(
+        class_index=class_index,
+        maps=_upsample(grid, size),
+        drops=(drops / count).numpy(),
+        probabilities=probabilities.numpy(),
+        binary_probabilities=binary.numpy(),
+        method=f"occlusion of {block}³-voxel cubes",
+    )
+
+
+def patch_saliency(
+    models: Sequence[LiverLesionNet], array: np.ndarray, settings: SaliencyConfig, *, class_index: int | None = None
+) -> PatchSaliency:
+    """The maps of ``settings.method`` and the whole-sequence drops on one patch, averaged over ``models``."""
+    if settings.method == "occlusion":
+        return occlusion_saliency(models, array, block=settings.occlusion_block, class_index=class_index)
+    return grad_cam_saliency(models, array, class_index=class_index)
+
+
+def sequence_weights(drops: np.ndarray) -> np.ndarray:
+    """w_s = max(Δ_s, 0) / Σ max(Δ, 0); uniform when no drop is positive. Non-negative, sums to 1."""
+    positive = np.clip(np.nan_to_num(np.asarray(drops, dtype=np.float64)), 0.0, None)
     total = positive.sum()
     return positive / total if total > 0 else np.full(positive.shape, 1.0 / positive.size)
 
 
-def normalise(cam: np.ndarray) -> np.ndarray:
-    """A raw map divided by its maximum (float32 in [0, 1]); all zeros if the maximum is not positive."""
-    peak = float(np.max(cam)) if cam.size else 0.0
-    return (np.clip(cam, 0.0, None) / peak).astype(np.float32) if peak > 0 else np.zeros(cam.shape, np.float32)
+def normalise(maps: np.ndarray) -> np.ndarray:
+    """Maps divided by their common maximum (float32 in [0, 1]); all zeros if the maximum is not positive."""
+    peak = float(np.max(maps)) if maps.size else 0.0
+    return (np.clip(maps, 0.0, None) / peak).astype(np.float32) if peak > 0 else np.zeros(maps.shape, np.float32)
 
 
 def map_to_volume(heat: np.ndarray, patch_affine: np.ndarray, volume: Volume) -> np.ndarray:
@@ -267,20 +399,22 @@ def compute_saliency(
     patch: Patch,
     volumes: Mapping[str, Volume],
     masks: Mapping[str, Volume],
+    settings: SaliencyConfig,
     *,
     class_index: int | None = None,
 ) -> Saliency:
     """Saliency of one lesion: ``patch`` from ``preprocess_lesion(volumes, masks, …)``; ``volumes`` and ``masks``
-    map each of the seven SEQUENCES to its original image and lesion mask. ``class_index`` None = the ensemble's
-    predicted seven-way class; maps and weights are averaged over ``models`` (see the module docstring)."""
+    map each of the seven SEQUENCES to its original image and lesion mask; ``settings`` the config's saliency
+    section. ``class_index`` None = the ensemble's predicted seven-way class; maps and weights are averaged over
+    ``models`` and the maps share one scale (see the module docstring)."""
     missing = [s for s in SEQUENCES if s not in volumes or s not in masks]
     if missing:
         raise ValueError(f"missing image or mask for sequence(s) {', '.join(missing)}")
-    raw = patch_saliency(models, patch.array, class_index=class_index)
-    weights = sequence_weights(raw.contributions)
+    raw = patch_saliency(models, patch.array, settings, class_index=class_index)
+    weights, maps = sequence_weights(raw.drops), normalise(raw.maps)
     sequences = []
     for index, sequence in enumerate(SEQUENCES):
-        heat = map_to_volume(normalise(raw.cams[index]), patch.affines[index], volumes[sequence])
+        heat = map_to_volume(maps[index], patch.affines[index], volumes[sequence])
         k = max_area_slice(masks[sequence])
         sequences.append(
             SequenceSaliency(sequence, heat, float(weights[index]), k, np.asarray(masks[sequence].data[:, :, k] != 0))
@@ -290,7 +424,7 @@ def compute_saliency(
         sequences=sequences,
         probabilities=raw.probabilities,
         binary_probabilities=raw.binary_probabilities,
-        layer=raw.layers[0],
+        method=raw.method,
         models=len(models),
     )
 
@@ -337,7 +471,7 @@ def save_panel(saliency: Saliency, volumes: Mapping[str, Volume], path: Path) ->
     bars.set_ylim(0, 1)
     bars.set_title("sequence weights", fontsize=10)
     name = CLASSES[saliency.predicted_class]
-    figure.suptitle(f"Grad-CAM for class {name} ({saliency.models} model(s), {saliency.layer})")
+    figure.suptitle(f"Class {name}: {saliency.method}, {saliency.models} model(s)")
     figure.savefig(path, format="png")
     return path
 
@@ -361,10 +495,9 @@ def save_saliency(saliency: Saliency, volumes: Mapping[str, Volume], out_dir: Pa
         "predicted_class_name": CLASSES[saliency.predicted_class],
         "weights": {s.sequence: s.weight for s in saliency.sequences},
         "max_area_slices": {s.sequence: s.max_area_slice for s in saliency.sequences},
-        "layer": saliency.layer,
         "models": saliency.models,
-        "method": "Grad-CAM per branch, mean over models, max-normalised; weights = positive share of "
-        "gradient x activation mass per branch",
+        "method": f"{saliency.method}, mean over models, one scale for the seven maps; weights = positive share "
+        "of the class logit's drop when each sequence is hidden",
     }
     if saliency.probabilities is not None:
         document["probabilities"] = dict(zip(CLASSES, map(float, saliency.probabilities), strict=True))

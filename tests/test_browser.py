@@ -167,7 +167,9 @@ def test_a_reader_reads_three_lesions_in_the_viewer_with_feedback_after_each(bro
     page.wait_for_timeout(300)
     assert all(abs(s["offsetMm"]) < 1e-3 for s in state(page).values())
 
-    # Three reads by keyboard; after each, saliency colours appear inside the lesion in all seven.
+    # Three reads by keyboard; after each, saliency colours appear inside the lesion wherever its heat is strong
+    # (the seven maps share one scale, so a sequence that did not matter may show none).
+    strong = []
     for n, keys in enumerate([("5", "4", "80"), ("1", "3", "10"), ("7", "5", "95")]):
         if n == 2:  # reload before the third: the page resumes at the right lesion
             page.reload()
@@ -179,18 +181,18 @@ def test_a_reader_reads_three_lesions_in_the_viewer_with_feedback_after_each(bro
         page.wait_for_function("liverread.mode === 'feedback' && !document.getElementById('reveal').hidden")
         page.wait_for_function("document.getElementById('status').dataset.kind === 'ready'")
         drawn_heat = {h["name"]: h for h in page.evaluate(HEAT_IN_LESION)}
-        expected = lesion_heat(study, order[n])
-        assert max(expected.values()) >= 0.45  # the check below is never vacuous
-        for name, heat in expected.items():
+        for name, heat in lesion_heat(study, order[n]).items():
             assert drawn_heat[name]["outlined"], f"lesion {n + 1}, {name}: not on the lesion's slice"
             if heat >= 0.45:  # clearly above the overlay's transparent range (< 0.2)
                 assert drawn_heat[name]["inside"] > 0, f"lesion {n + 1}, {name}: heat {heat:.2f} not drawn"
+                strong.append((n, name))
         if n == 0:
             page.screenshot(path=shot("feedback.png"))
         page.keyboard.press("Enter")
         if n < 2:
             page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion === '{order[n + 1]}'")
     page.wait_for_selector("#done:not([hidden])")
+    assert strong, "no lesion had strong heat on its slice: the colour check was vacuous"
     reads = Read.objects.filter(assignment__reader__user__username="reader-a").order_by("submitted_at")
     assert [(r.lesion.public_id, r.diagnosis, r.confidence, r.malignancy) for r in reads] == [
         (order[0], 4, 4, 80), (order[1], 0, 3, 10), (order[2], 6, 5, 95)

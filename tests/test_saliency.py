@@ -1,4 +1,5 @@
-"""Saliency: Grad-CAM per sequence on the original grids, weights, the MONAI cross-check, and the files written."""
+"""Saliency: occlusion and Grad-CAM maps per sequence on the original grids, the weights of hidden sequences, the
+brute-force and MONAI cross-checks, and the files written."""
 
 import json
 import math
@@ -10,7 +11,7 @@ import pytest
 import torch
 from monai.visualize import GradCAM
 
-from inference.config import ModelConfig
+from inference.config import ModelConfig, SaliencyConfig
 from inference.dataset import load_case
 from inference.domain import SEQUENCES
 from inference.manifest import read_manifest
@@ -19,11 +20,15 @@ from inference.nifti import Volume
 from inference.phantoms import make_cohort
 from inference.preprocess import preprocess_lesion
 from inference.saliency import (
+    background_levels,
     compute_saliency,
     grad_cam_layer,
+    grad_cam_saliency,
+    hide_sequences,
     map_to_volume,
     max_area_slice,
     normalise,
+    occlusion_saliency,
     patch_saliency,
     save_saliency,
     sequence_weights,
@@ -32,6 +37,8 @@ from inference.saliency import (
 SIZE = 32
 CENTRE = np.array([6.0, -4.0, 10.0])  # lesion centre, world mm
 RADIUS = 9.0  # mm: diameter 18 → 64 mm crop
+OCCLUSION = SaliencyConfig("occlusion", 8)
+GRAD_CAM = SaliencyConfig("grad-cam", 8)
 GRIDS = {  # spacing (mm), rotation about z (degrees), LPS-style flip of i and j
     "T2WI": ((1.4, 1.4, 5.0), 0.0, False),
     "DWI": ((2.6, 2.6, 6.0), 12.0, False),
@@ -86,48 +93,118 @@ def test_layer_is_the_deepest_with_spatial_extent():
 def test_one_pass_equals_monai_grad_cam_per_branch(size, checked):
     model = tiny_model(size, seed=3)
     array = np.random.default_rng(2).random((7, 2, size, size, size), dtype=np.float32)
-    ours = patch_saliency([model], array, class_index=2)
+    ours = grad_cam_saliency([model], array, class_index=2)
     layer = grad_cam_layer(model, size)
     x = torch.from_numpy(array.reshape(1, 14, size, size, size))
-    assert np.count_nonzero(ours.cams.max(axis=(1, 2, 3)) > 0) >= 2
-    for index in np.argsort(-ours.cams.max(axis=(1, 2, 3)), kind="stable")[:checked]:
+    assert np.count_nonzero(ours.maps.max(axis=(1, 2, 3)) > 0) >= 2
+    for index in np.argsort(-ours.maps.max(axis=(1, 2, 3)), kind="stable")[:checked]:
         cam = GradCAM(SevenWayLogits(model), f"model.branches.{index}.{layer}", postprocessing=lambda t: t)
         reference = cam(x, class_idx=2)[0, 0].detach().numpy()
-        np.testing.assert_allclose(ours.cams[index], reference, rtol=1e-4, atol=1e-6 * max(reference.max(), 1e-3))
-    assert ours.cams.shape == (7, size, size, size)
+        np.testing.assert_allclose(ours.maps[index], reference, rtol=1e-4, atol=1e-6 * max(reference.max(), 1e-3))
+    assert ours.maps.shape == (7, size, size, size) and ours.method == f"Grad-CAM on {layer}"
 
 
-def test_maps_average_over_models_before_normalisation(lesion):
+def seven_way_logit(model, array, class_index) -> float:
+    with torch.no_grad():
+        return float(model.eval()(torch.from_numpy(array[None]))[1][0, class_index])
+
+
+def test_hiding_sets_the_image_to_the_median_around_the_lesion_and_keeps_the_mask(lesion):
+    _, _, patch = lesion
+    hidden = hide_sequences(patch.array)
+    np.testing.assert_array_equal(hidden[:, 1], patch.array[:, 1])
+    for index in range(7):
+        background = patch.array[index, 0][patch.array[index, 1] < 0.01]
+        assert 1000 < background.size < patch.array[index, 0].size
+        assert np.all(hidden[index, 0] == np.median(background))
+    np.testing.assert_allclose(background_levels(patch.array), hidden[:, 0, 0, 0, 0])
+
+
+def test_weights_and_occlusion_maps_equal_brute_force_forwards(lesion):
+    """Hiding one sequence (or one cube of it) in a full forward gives the drops the feature swap computes."""
+    _, _, patch = lesion
+    model, array, c = tiny_model(seed=12), patch.array, 3
+    y = seven_way_logit(model, array, c)
+    whole = occlusion_saliency([model], array, block=SIZE, class_index=c)
+    half = occlusion_saliency([model], array, block=SIZE // 2, class_index=c)
+    levels = background_levels(array)
+    compared = []
+    for index in range(7):
+        hidden = array.copy()
+        hidden[index, 0] = levels[index]
+        drop = y - seven_way_logit(model, hidden, c)
+        assert whole.drops[index] == pytest.approx(drop, rel=1e-4, abs=1e-5)
+        np.testing.assert_allclose(whole.maps[index], max(drop, 0.0), rtol=1e-4, atol=1e-5)  # one cube: constant
+        for corner in (slice(0, SIZE // 2), slice(SIZE // 2, SIZE)):
+            cube = array.copy()
+            cube[index, 0, corner, corner, corner] = levels[index]
+            drop = y - seven_way_logit(model, cube, c)
+            voxel = 0 if corner.start == 0 else SIZE - 1  # the outer corner voxel holds its cube's value
+            assert half.maps[index, voxel, voxel, voxel] == pytest.approx(max(drop, 0.0), rel=1e-4, abs=1e-5)
+            compared.append(drop)
+    assert max(compared) > 0 and min(compared) < 0  # both signs were checked
+    np.testing.assert_allclose(half.drops, whole.drops, rtol=1e-6)
+    assert half.method == f"occlusion of {SIZE // 2}³-voxel cubes"
+
+
+def test_a_sequence_the_network_ignores_gets_no_weight_and_no_heat(lesion):
+    _, _, patch = lesion
+    model = tiny_model(seed=13)
+    features = model.feature_size
+    dwi = len(("LAP", "PVP", "DP")) * features + SEQUENCES.index("DWI") * features  # f_DWI's columns in F_all
+    with torch.no_grad():
+        kept = model.seven_way_head[0].weight[:, dwi : dwi + features].clone()
+        model.seven_way_head[0].weight.zero_()
+        model.seven_way_head[0].weight[:, dwi : dwi + features] = kept
+    for settings in (OCCLUSION, GRAD_CAM):
+        raw = patch_saliency([model], patch.array, settings, class_index=5)
+        weights = sequence_weights(raw.drops)
+        others = [i for i in range(7) if SEQUENCES[i] != "DWI"]
+        assert np.abs(raw.maps[others]).max() < 1e-6 and np.abs(raw.drops[others]).max() < 1e-6, settings.method
+        if raw.drops[SEQUENCES.index("DWI")] > 0:
+            assert weights[SEQUENCES.index("DWI")] == 1.0 and raw.maps[SEQUENCES.index("DWI")].max() > 0
+        else:
+            np.testing.assert_allclose(weights, np.full(7, 1 / 7))
+
+
+@pytest.mark.parametrize("settings", [OCCLUSION, GRAD_CAM], ids=lambda s: s.method)
+def test_maps_average_over_models_before_normalisation(lesion, settings):
     _, _, patch = lesion
     first, second = tiny_model(seed=4), tiny_model(seed=5)
-    both = patch_saliency([first, second], patch.array, class_index=4)
-    one, two = (patch_saliency([m], patch.array, class_index=4) for m in (first, second))
-    np.testing.assert_allclose(both.cams, (one.cams + two.cams) / 2, rtol=1e-5, atol=1e-9)
-    np.testing.assert_allclose(both.contributions, (one.contributions + two.contributions) / 2, rtol=1e-6)
+    both = patch_saliency([first, second], patch.array, settings, class_index=4)
+    one, two = (patch_saliency([m], patch.array, settings, class_index=4) for m in (first, second))
+    np.testing.assert_allclose(both.drops, (one.drops + two.drops) / 2, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(both.probabilities, (one.probabilities + two.probabilities) / 2, rtol=1e-6)
-    assert both.layers == ["layer3", "layer3"]
+    if settings.method == "grad-cam":
+        np.testing.assert_allclose(both.maps, (one.maps + two.maps) / 2, rtol=1e-5, atol=1e-9)
+    else:  # the positive part of the mean drop: never more than the mean of the positive parts
+        assert np.all(both.maps <= (one.maps + two.maps) / 2 + 1e-6)
+        assert both.maps.max() > 0
 
 
-def test_default_class_is_the_ensemble_argmax_and_modes_are_restored(lesion):
+@pytest.mark.parametrize("settings", [OCCLUSION, GRAD_CAM], ids=lambda s: s.method)
+def test_default_class_is_the_ensemble_argmax_and_modes_are_restored(lesion, settings):
     _, _, patch = lesion
     models = [tiny_model(seed=6), tiny_model(seed=7)]
     models[0].eval()
     models[1].train()
-    result = patch_saliency(models, patch.array)
+    result = patch_saliency(models, patch.array, settings)
     assert result.class_index == int(np.argmax(result.probabilities))
     assert math.isclose(result.probabilities.sum(), 1.0, rel_tol=1e-6)
     assert not models[0].training and models[1].training
     with pytest.raises(ValueError, match="class_index"):
-        patch_saliency(models, patch.array, class_index=7)
+        patch_saliency(models, patch.array, settings, class_index=7)
     with pytest.raises(ValueError, match="at least one model"):
-        patch_saliency([], patch.array)
+        patch_saliency([], patch.array, settings)
+    with pytest.raises(ValueError, match="occlusion block 5 must be ≥ 1 and divide the patch side 32"):
+        occlusion_saliency(models, patch.array, block=5)
 
 
 def test_heat_maps_lie_on_each_original_grid_and_vanish_outside_the_patch(lesion):
     volumes, masks, patch = lesion
-    saliency = compute_saliency([tiny_model(seed=8)], patch, volumes, masks)
+    saliency = compute_saliency([tiny_model(seed=8)], patch, volumes, masks, OCCLUSION)
     assert [s.sequence for s in saliency.sequences] == list(SEQUENCES)
-    assert saliency.layer == "layer3" and saliency.models == 1
+    assert saliency.method == "occlusion of 8³-voxel cubes" and saliency.models == 1
     assert any(s.heatmap.max() > 0 for s in saliency.sequences)
     half_diagonal = patch.side_mm * math.sqrt(3) / 2
     for index, item in enumerate(saliency.sequences):
@@ -165,13 +242,13 @@ def test_a_patch_peak_maps_back_to_its_world_position(lesion):
         assert np.linalg.norm(mask_world.mean(1) - CENTRE) < max(volume.spacing)
 
 
-def test_weights_are_the_positive_share_and_uniform_without_evidence():
+def test_weights_are_the_positive_share_and_maps_share_one_scale():
     np.testing.assert_allclose(
         sequence_weights(np.array([2.0, -1.0, 1.0, 0, 0, 0, 1.0])), [0.5, 0, 0.25, 0, 0, 0, 0.25]
     )
     np.testing.assert_allclose(sequence_weights(-np.ones(7)), np.full(7, 1 / 7))
     assert normalise(np.zeros((2, 2, 2))).max() == 0
-    assert normalise(np.array([0.0, 2.0, 4.0])).tolist() == [0.0, 0.5, 1.0]
+    assert normalise(np.array([[0.0, 2.0], [1.0, 4.0]])).tolist() == [[0.0, 0.5], [0.25, 1.0]]
 
 
 def test_max_area_slice_is_the_first_largest():
@@ -191,7 +268,7 @@ def png_size(path) -> tuple[int, int]:
 
 def test_save_writes_nifti_on_each_affine_json_and_panel(lesion, tmp_path):
     volumes, masks, patch = lesion
-    saliency = compute_saliency([tiny_model(seed=9)], patch, volumes, masks, class_index=1)
+    saliency = compute_saliency([tiny_model(seed=9)], patch, volumes, masks, GRAD_CAM, class_index=1)
     paths = save_saliency(saliency, volumes, tmp_path / "out")
     assert set(paths) == {*SEQUENCES, "weights", "panel"}
     for item in saliency.sequences:
@@ -202,6 +279,7 @@ def test_save_writes_nifti_on_each_affine_json_and_panel(lesion, tmp_path):
     assert document["predicted_class"] == 1 and document["predicted_class_name"] == "FNH"
     assert math.isclose(sum(document["weights"].values()), 1.0, rel_tol=1e-9)
     assert document["max_area_slices"] == {s.sequence: s.max_area_slice for s in saliency.sequences}
+    assert document["method"].startswith("Grad-CAM on layer3, mean over models, one scale for the seven maps")
     width, height = png_size(paths["panel"])
     assert width >= 800 and height >= 400
 
@@ -213,7 +291,7 @@ def test_phantom_case_end_to_end(tmp_path):
     lesion = entry.lesions[0]
     masks = case.masks[lesion.name]
     patch = preprocess_lesion(case.volumes, masks, lesion.diameter_mm, size=SIZE)
-    saliency = compute_saliency([tiny_model(seed=10), tiny_model(seed=11)], patch, case.volumes, masks)
+    saliency = compute_saliency([tiny_model(seed=10), tiny_model(seed=11)], patch, case.volumes, masks, OCCLUSION)
     assert saliency.models == 2 and 0 <= saliency.predicted_class < 7
     for item in saliency.sequences:
         assert item.heatmap.shape == case.volumes[item.sequence].shape

@@ -1,8 +1,8 @@
 """Computing predictions inside a worker process (or the web process, in eager mode).
 
 For each row id: claim it, load the lesion's seven volumes and masks from the media store, preprocess, run the
-five-fold ensemble with saliency (``inference.saliency.compute_saliency``: one hooked forward and one backward
-per fold gives the averaged probabilities and all seven maps, so a separate batched forward would only repeat
+five-fold ensemble with saliency (``inference.saliency.compute_saliency`` with the version's saliency settings:
+its first forward per fold gives the averaged probabilities too, so a separate batched forward would only repeat
 work), write the heat maps and the panel, then commit the outputs and the Saliency rows in one transaction.
 
 Claiming: ``UPDATE … SET status = running, attempts = attempts + 1 WHERE status = queued OR (status = running
@@ -126,7 +126,7 @@ def _compute(prediction_id: int, attempt: int) -> None:
     size = ensemble.config.model.input_size
     patch = preprocess_lesion(volumes, masks, prediction.lesion.diameter_mm, size=size)
     prepared = time.perf_counter()
-    saliency = compute_saliency(ensemble.models, patch, volumes, masks)
+    saliency = compute_saliency(ensemble.models, patch, volumes, masks, ensemble.config.saliency)
     computed = time.perf_counter()
 
     relative = Path("saliency") / prediction.storage_key / str(attempt)
