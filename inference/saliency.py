@@ -180,15 +180,20 @@ def hide_sequences(array: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def _evaluating(models: Sequence[nn.Module]) -> Iterator[None]:
-    """Every model in eval mode for the duration, each back in its own mode afterwards."""
+    """Every model in eval mode with its parameters frozen for the duration (so autograd records the hooked pass
+    only from the hooked stages up, not the activations below them), each back as it was afterwards."""
     modes = [model.training for model in models]
+    parameters = [p for model in models for p in model.parameters()]
+    trainable = [p.requires_grad for p in parameters]
     for model in models:
-        model.eval()
+        model.eval().requires_grad_(False)
     try:
         yield
     finally:
         for model, training in zip(models, modes, strict=True):
             model.train(training)
+        for parameter, flag in zip(parameters, trainable, strict=True):
+            parameter.requires_grad_(flag)
 
 
 def _drops(model: LiverLesionNet, features: Tensor, hidden: Tensor, class_index: int) -> Tensor:

@@ -81,6 +81,9 @@ def broken_config(tmp_path, edit) -> str:
         (lambda d: d["training"]["augmentation"].update(scale_range=[1.1]), "'training.augmentation.scale_range'"),
         (lambda d: d["training"].update(batch_size=1), "batch_size must be ≥ 2"),
         (lambda d: d["model"].update(dropout=1.0), "dropout must be in [0, 1)"),
+        (lambda d: d.pop("saliency"), "missing key 'saliency'"),
+        (lambda d: d["saliency"].update(method="gradcam"), "saliency method must be one of occlusion, grad-cam"),
+        (lambda d: d["saliency"].update(occlusion_block=5), "occlusion_block must be ≥ 1 and divide input_size 32"),
     ],
 )
 def test_config_errors_name_the_key_and_the_file(tmp_path, edit, message):

@@ -183,15 +183,17 @@ def test_maps_average_over_models_before_normalisation(lesion, settings):
 
 
 @pytest.mark.parametrize("settings", [OCCLUSION, GRAD_CAM], ids=lambda s: s.method)
-def test_default_class_is_the_ensemble_argmax_and_modes_are_restored(lesion, settings):
+def test_default_class_is_the_ensemble_argmax_and_modes_and_gradients_are_restored(lesion, settings):
     _, _, patch = lesion
     models = [tiny_model(seed=6), tiny_model(seed=7)]
     models[0].eval()
     models[1].train()
+    frozen = models[1].branches[2].conv1.weight.requires_grad_(False)
     result = patch_saliency(models, patch.array, settings)
     assert result.class_index == int(np.argmax(result.probabilities))
     assert math.isclose(result.probabilities.sum(), 1.0, rel_tol=1e-6)
     assert not models[0].training and models[1].training
+    assert not frozen.requires_grad and sum(not p.requires_grad for m in models for p in m.parameters()) == 1
     with pytest.raises(ValueError, match="class_index"):
         patch_saliency(models, patch.array, settings, class_index=7)
     with pytest.raises(ValueError, match="at least one model"):
