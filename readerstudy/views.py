@@ -1,4 +1,4 @@
-"""Project-level pages: the home page and the health check."""
+"""Project-level pages: the home page, the health check and the 404 answer."""
 
 from django.contrib.auth.decorators import login_required
 from django.db import connection
@@ -6,6 +6,7 @@ from django.db.models import Count
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
+from django.views.defaults import page_not_found
 
 from readerstudy.cases.models import Case, Lesion
 from readerstudy.celery import app as celery_app
@@ -56,3 +57,11 @@ def healthz(request):
         except Exception as exc:  # noqa: BLE001
             status["broker"] = f"error: {type(exc).__name__}"
     return JsonResponse(status, status=200 if status["database"] == "ok" else 503)
+
+
+def not_found(request, exception):
+    """The 404 of an unknown URL: ``{"detail": "Not found."}`` under ``/api/`` (as DRF answers its own 404s, so a
+    client parses every API error alike), the site's page elsewhere."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)

@@ -209,6 +209,12 @@ def test_without_a_mapping_the_command_refuses_and_says_how(written, cohort, med
     assert not Case.objects.exists()
 
 
+def test_a_dataset_name_that_cannot_be_stored_stops_the_command_before_any_work(tmp_path):
+    with pytest.raises(CommandError, match="dataset name x+… is 101 characters long, at most 100"):
+        call_command("import_dicom", str(tmp_path), "--manifest", str(tmp_path / "labels.csv"), "--dataset", "x" * 101)
+    assert not Case.objects.exists()
+
+
 class Terminal(io.StringIO):
     def isatty(self):
         return True

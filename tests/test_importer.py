@@ -11,7 +11,7 @@ from inference.dataset import load_case
 from inference.domain import SEQUENCES
 from inference.manifest import COLUMNS, ManifestError, read_manifest
 from inference.nifti import write_volume
-from readerstudy.cases.importer import import_dataset, store_case
+from readerstudy.cases.importer import InvalidDatasetName, import_dataset, store_case
 from readerstudy.cases.models import Case, Lesion, LesionMask, Patient, SequenceVolume
 from tests.conftest import stored_files
 
@@ -146,6 +146,26 @@ def test_missing_manifest_column_rejects_the_manifest(dataset, media):
     with pytest.raises(ManifestError, match="manifest.csv: missing column\\(s\\) split"):
         import_dataset(dataset.root)
     assert stored_files(media) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("x" * 101, "dataset name xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx… is 101 characters long, at most 100"),
+        ("   ", "dataset name is empty"),
+        ("night\nshift", r"dataset name 'night\nshift' holds unprintable characters"),
+    ],
+)
+def test_a_dataset_name_that_cannot_be_stored_is_refused_before_anything_is_written(dataset, media, name, message):
+    dataset.add_case("C1").write_manifest()
+    with pytest.raises(InvalidDatasetName) as error:
+        import_dataset(dataset.root, dataset=name)
+    assert str(error.value) == message
+    with pytest.raises(CommandError, match="dataset name"):
+        call_command("import_dataset", str(dataset.root), "--dataset", name, "--no-progress")
+    assert stored_files(media) == [] and not Case.objects.exists()
+    import_dataset(dataset.root, dataset="x" * 100)  # the longest name that fits
+    assert Case.objects.get().dataset == "x" * 100
 
 
 def test_command_names_a_missing_manifest(tmp_path, media):

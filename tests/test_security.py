@@ -252,3 +252,12 @@ def test_the_scan_finds_planted_secrets(path, text):
 )
 def test_the_scan_passes_secrets_taken_from_the_environment_and_test_users(path, text):
     assert not leaks(path, text)
+
+
+@pytest.mark.django_db
+def test_an_unknown_url_answers_json_under_the_api_and_the_site_page_elsewhere(client):
+    api = client.get("/api/no-such-thing/")
+    assert api.status_code == 404 and api["Content-Type"] == "application/json"
+    assert api.json() == {"detail": "Not found."}
+    page = client.get("/no-such-thing/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")

@@ -36,6 +36,24 @@ class StorageFailed(Exception):
     """The storage refused to write a case's file: the import stops (the next cases would fail alike)."""
 
 
+class InvalidDatasetName(ValueError):
+    """The dataset name cannot be stored: the import does not start."""
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` if it can name a dataset: 1 to ``Case.dataset``'s max_length characters, all printable, not blank;
+    else InvalidDatasetName saying what is wrong."""
+    limit = Case._meta.get_field("dataset").max_length
+    if not name.strip():
+        raise InvalidDatasetName("dataset name is empty")
+    if len(name) > limit:
+        shown = printable(name[:40])
+        raise InvalidDatasetName(f"dataset name {shown}… is {len(name):,} characters long, at most {limit}")
+    if not name.isprintable():
+        raise InvalidDatasetName(f"dataset name '{printable(name)}' holds unprintable characters")
+    return name
+
+
 STORAGE_PROBLEMS = {
     errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "media store not writable",
     errno.EPERM: "media store not writable", errno.EROFS: "media store is read-only",
@@ -62,13 +80,13 @@ class ImportReport:
 def import_dataset(dataset_dir: Path, *, dataset: str | None = None, progress: bool = False) -> ImportReport:
     """Import every case of ``dataset_dir``; ``dataset`` names it (default: the folder name).
 
-    Raises ManifestError when the manifest itself is unusable and StorageFailed
-    when the storage refuses a write; otherwise returns a report in which each
-    case is imported, skipped (same content already imported) or rejected with
-    its problems.
+    Raises InvalidDatasetName for a name that cannot be stored, ManifestError when
+    the manifest itself is unusable and StorageFailed when the storage refuses a
+    write; otherwise returns a report in which each case is imported, skipped
+    (same content already imported) or rejected with its problems.
     """
     dataset_dir = Path(dataset_dir)
-    dataset = dataset or dataset_dir.resolve().name
+    dataset = check_dataset_name(dataset or dataset_dir.resolve().name)
     try:
         entries = read_manifest(dataset_dir)
     except ManifestError as exc:

@@ -30,7 +30,7 @@ from readerstudy.cases.dicom.labels import HEADER_FIELDS, LabelRow, read_labels
 from readerstudy.cases.dicom.mapping import NOT_CHOSEN, Proposal, check_mapping, propose
 from readerstudy.cases.dicom.masks import write_masks
 from readerstudy.cases.dicom.series import Exam, scan_folder
-from readerstudy.cases.importer import ImportReport, import_dataset
+from readerstudy.cases.importer import ImportReport, check_dataset_name, import_dataset
 from readerstudy.cases.models import Case
 from readerstudy.cases.signals import cases_rejected
 
@@ -220,7 +220,9 @@ def _translate(message: str, lines: dict[int, int], pseudonyms: dict[str, str]) 
 
 
 def import_exams(dicom_import: DicomImport, mappings: dict[str, dict[str, str | None]], dataset: str) -> ImportReport:
-    """Import each exam whose confirmed mapping (by case name) is complete; see the module docstring."""
+    """Import each exam whose confirmed mapping (by case name) is complete; see the module docstring.
+    InvalidDatasetName before any work for a name that cannot be stored."""
+    check_dataset_name(dataset)
     report = ImportReport()
     if dicom_import.problems:  # an unreadable file or a stray labels.csv row may belong to any exam
         report.rejected[WHOLE_FOLDER] = list(dicom_import.problems)

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from inference.manifest import ManifestError
-from readerstudy.cases.importer import StorageFailed, import_dataset
+from readerstudy.cases.importer import InvalidDatasetName, StorageFailed, import_dataset
 
 
 class Command(BaseCommand):
@@ -21,7 +21,7 @@ class Command(BaseCommand):
             raise CommandError(f"{directory}: not a directory")
         try:
             report = import_dataset(directory, dataset=dataset, progress=not no_progress)
-        except (ManifestError, StorageFailed) as exc:
+        except (InvalidDatasetName, ManifestError, StorageFailed) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(report.summary())
         if report.rejected:

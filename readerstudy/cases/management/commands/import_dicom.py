@@ -19,6 +19,7 @@ from readerstudy.cases.dicom.exam_import import (
     write_proposal,
 )
 from readerstudy.cases.dicom.labels import LabelsError
+from readerstudy.cases.importer import InvalidDatasetName, check_dataset_name
 
 
 class Command(BaseCommand):
@@ -37,6 +38,10 @@ class Command(BaseCommand):
         self.stdin = opts.get("stdin") or sys.stdin
         if not directory.is_dir():
             raise CommandError(f"{directory}: not a directory")
+        try:
+            dataset = check_dataset_name(dataset or directory.resolve().name)
+        except InvalidDatasetName as exc:
+            raise CommandError(str(exc)) from None
         try:
             dicom_import = plan_import(directory, manifest)
         except LabelsError as exc:
@@ -60,7 +65,7 @@ class Command(BaseCommand):
                 "no mapping confirmed: run with --propose mapping.json, check or edit the mapping it holds, then "
                 "run again with --mapping mapping.json (or run in a terminal to confirm at a prompt)"
             )
-        report = import_exams(dicom_import, mappings, dataset or directory.resolve().name)
+        report = import_exams(dicom_import, mappings, dataset)
         self.stdout.write(report.summary())
         if report.rejected:
             raise CommandError(f"{len(report.rejected)} exam(s) rejected; nothing of them was stored")
