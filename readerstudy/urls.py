@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from readerstudy import views
 
 handler404 = views.not_found
+handler500 = views.failed
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -1,4 +1,4 @@
-"""Project-level pages: the home page, the health check and the 404 answer."""
+"""Project-level pages: the home page, the health check and the 404 and 500 answers."""
 
 from django.contrib.auth.decorators import login_required
 from django.db import connection
@@ -6,7 +6,7 @@ from django.db.models import Count
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
-from django.views.defaults import page_not_found
+from django.views.defaults import page_not_found, server_error
 
 from readerstudy.cases.models import Case, Lesion
 from readerstudy.celery import app as celery_app
@@ -59,9 +59,20 @@ def healthz(request):
     return JsonResponse(status, status=200 if status["database"] == "ok" else 503)
 
 
+def _is_api(request) -> bool:
+    return request.path_info.startswith("/api/")
+
+
 def not_found(request, exception):
     """The 404 of an unknown URL: ``{"detail": "Not found."}`` under ``/api/`` (as DRF answers its own 404s, so a
     client parses every API error alike), the site's page elsewhere."""
-    if request.path_info.startswith("/api/"):
+    if _is_api(request):
         return JsonResponse({"detail": "Not found."}, status=404)
     return page_not_found(request, exception)
+
+
+def failed(request):
+    """The 500 of an unexpected error: ``{"detail": "Server error."}`` under ``/api/``, the site's page elsewhere."""
+    if _is_api(request):
+        return JsonResponse({"detail": "Server error."}, status=500)
+    return server_error(request)

@@ -261,3 +261,14 @@ def test_an_unknown_url_answers_json_under_the_api_and_the_site_page_elsewhere(c
     assert api.json() == {"detail": "Not found."}
     page = client.get("/no-such-thing/")
     assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+def test_an_unexpected_error_answers_json_under_the_api_and_the_site_page_elsewhere(settings):
+    settings.ROOT_URLCONF = "failing_urls"
+    client = Client(raise_request_exception=False)
+    api = client.get("/api/fail/")
+    assert api.status_code == 500 and api["Content-Type"] == "application/json"
+    assert api.json() == {"detail": "Server error."}
+    page = client.get("/fail/")
+    assert page.status_code == 500 and page["Content-Type"].startswith("text/html")
