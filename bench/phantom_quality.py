@@ -127,12 +127,12 @@ def saliency_sanity(run_dir: Path, evaluation: Path, per_class: int) -> None:
     seconds = (time.perf_counter() - started) / sum(taken)
     pooled, per_map, labels = np.array(pooled), np.array(per_map), np.array(labels)
     low, high = wilson(int(np.sum(pooled >= 0.7)), len(pooled))
+    mean, half = np.nanmean(pooled), Z95 * np.nanstd(pooled, ddof=1) / math.sqrt(len(pooled))
     print(f"saliency: {sum(taken)} lesions, {ensemble.config.saliency.method} maps averaged over "
           f"{len(ensemble.models)} models, {seconds:.2f} s per lesion (preprocessing included)")  # fmt: skip
     print(
-        f"heat-map mass inside mask ⊕ 5 mm, the seven maps of a lesion together: mean {np.nanmean(pooled):.3f} "
-        f"(95% CI {np.nanmean(pooled) - Z95 * np.nanstd(pooled, ddof=1) / math.sqrt(len(pooled)):.3f}-"
-        f"{np.nanmean(pooled) + Z95 * np.nanstd(pooled, ddof=1) / math.sqrt(len(pooled)):.3f}), "
+        f"heat-map mass inside mask ⊕ 5 mm, the seven maps of a lesion together: mean {mean:.3f} "
+        f"(95% CI {mean - half:.3f}-{mean + half:.3f}), "
         f"median {np.nanmedian(pooled):.3f}, ≥ 0.70 in {np.mean(pooled >= 0.7):.0%} of lesions ({low:.0%}-{high:.0%})"
     )
     print("  per class: " + ", ".join(f"{c} {np.nanmean(pooled[labels == i]):.2f}" for i, c in enumerate(CLASSES)))

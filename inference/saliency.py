@@ -244,15 +244,18 @@ def _check(models: Sequence[LiverLesionNet], array: np.ndarray, class_index: int
     return array
 
 
-def _lesion_and_hidden(array: np.ndarray, model: nn.Module) -> Tensor:
-    """[2, 7, 2, S, S, S] on the model's device: the patch and the patch with every sequence hidden."""
-    device = next(model.parameters()).device
-    return torch.from_numpy(np.stack([array, hide_sequences(array)])).to(device)
+def _on_device_of(model: nn.Module, array: np.ndarray) -> Tensor:
+    return torch.from_numpy(array).to(next(model.parameters()).device)
 
 
 def _mean_softmax(logits: Sequence[Tensor]) -> Tensor:
     """Softmax of each model's first row, averaged over the models (float64, CPU)."""
     return torch.stack([torch.softmax(row[0].detach().double(), 0).cpu() for row in logits]).mean(0)
+
+
+def _explained_class(probabilities: Tensor, class_index: int | None) -> int:
+    """``class_index``, or the class of the largest mean probability when it is None."""
+    return int(torch.argmax(probabilities)) if class_index is None else int(class_index)
 
 
 def _upsample(cells: Tensor, size: int) -> np.ndarray:
@@ -273,11 +276,12 @@ def grad_cam_saliency(
     layer = grad_cam_layer(models[0], size)
     cams = torch.zeros((len(SEQUENCES), size, size, size))
     drops = torch.zeros(len(SEQUENCES), dtype=torch.float64)
+    pair = np.stack([array, hide_sequences(array)])  # the patch and its copy with every sequence hidden
     with _evaluating(models):
-        passes = [_hooked_forward(m, _lesion_and_hidden(array, m), grad_cam_layer(m, size)) for m in models]
+        passes = [_hooked_forward(m, _on_device_of(m, pair), grad_cam_layer(m, size)) for m in models]
         probabilities = _mean_softmax([seven for _, _, seven, _ in passes])
         binary = _mean_softmax([b for _, _, _, b in passes])
-        class_index = int(torch.argmax(probabilities)) if class_index is None else int(class_index)
+        class_index = _explained_class(probabilities, class_index)
         for model, (leaves, features, seven, _) in zip(models, passes, strict=True):
             grads = torch.autograd.grad(seven[0, class_index], leaves, allow_unused=True)
             maps = []
@@ -315,19 +319,20 @@ def occlusion_saliency(
         raise ValueError(f"occlusion block {block} must be ≥ 1 and divide the patch side {size}")
     cells = size // block
     corners = list(itertools.product(range(0, size, block), repeat=3))
-    levels = torch.from_numpy(background_levels(array))[:, None, None, None]
+    pair = np.stack([array, hide_sequences(array)])  # the patch and its copy with every sequence hidden
+    levels = torch.from_numpy(pair[1, :, 0, :1, :1, :1])  # [7, 1, 1, 1]: each sequence's hiding level
     per_forward = max(1, OCCLUSION_BATCH_VOXELS // size**3)
     occluded = torch.zeros((len(SEQUENCES), len(corners)), dtype=torch.float64)
     drops = torch.zeros(len(SEQUENCES), dtype=torch.float64)
     with _evaluating(models), torch.inference_mode():
-        features = [model.branch_features(_lesion_and_hidden(array, model)) for model in models]
+        features = [model.branch_features(_on_device_of(model, pair)) for model in models]
         heads = [model.heads(both[:1]) for model, both in zip(models, features, strict=True)]
         probabilities = _mean_softmax([seven for _, seven in heads])
         binary = _mean_softmax([b for b, _ in heads])
-        class_index = int(torch.argmax(probabilities)) if class_index is None else int(class_index)
+        class_index = _explained_class(probabilities, class_index)
         for model, both in zip(models, features, strict=True):
             drops += _drops(model, both[:1], both[1:], class_index)[:, 0].double().cpu()
-            x, fill = torch.from_numpy(array).to(both.device), levels.to(both.device)
+            x, fill = _on_device_of(model, array), levels.to(both.device)
             for start in range(0, len(corners), per_forward):
                 chunk = corners[start : start + per_forward]
                 batch = x.expand(len(chunk), *x.shape).clone()

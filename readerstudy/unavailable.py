@@ -18,6 +18,8 @@ from django.db import InterfaceError, OperationalError
 from django.dispatch import receiver
 from django.http import HttpResponse, JsonResponse
 
+from readerstudy.views import is_api
+
 RETRY_AFTER_SECONDS = 2
 MESSAGE = "The database is unavailable for a moment; retry shortly."
 PAGE = f"""<!doctype html>
@@ -35,10 +37,7 @@ def note_database_error(sender, request=None, **kwargs) -> None:
 
 
 def unavailable(request) -> HttpResponse:
-    if request.path_info.startswith("/api/"):
-        response = JsonResponse({"detail": MESSAGE}, status=503)
-    else:
-        response = HttpResponse(PAGE, status=503)
+    response = JsonResponse({"detail": MESSAGE}, status=503) if is_api(request) else HttpResponse(PAGE, status=503)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     response["Cache-Control"] = "no-store"
     return response

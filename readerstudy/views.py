@@ -59,20 +59,21 @@ def healthz(request):
     return JsonResponse(status, status=200 if status["database"] == "ok" else 503)
 
 
-def _is_api(request) -> bool:
+def is_api(request) -> bool:
+    """Whether the request is for the API (``/api/…``), whose answers are JSON, errors included."""
     return request.path_info.startswith("/api/")
 
 
 def not_found(request, exception):
     """The 404 of an unknown URL: ``{"detail": "Not found."}`` under ``/api/`` (as DRF answers its own 404s, so a
     client parses every API error alike), the site's page elsewhere."""
-    if _is_api(request):
+    if is_api(request):
         return JsonResponse({"detail": "Not found."}, status=404)
     return page_not_found(request, exception)
 
 
 def failed(request):
     """The 500 of an unexpected error: ``{"detail": "Server error."}`` under ``/api/``, the site's page elsewhere."""
-    if _is_api(request):
+    if is_api(request):
         return JsonResponse({"detail": "Server error."}, status=500)
     return server_error(request)

@@ -6,6 +6,8 @@ import gzip
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from test_reading import make_reader, new_study, next_task, read
 from test_training import one_thread  # noqa: F401 (autouse: tiny networks run faster on one thread)
 
@@ -141,7 +143,10 @@ def test_a_study_admin_sees_no_label_output_or_results_anywhere_while_reading_in
     reader = Reader.objects.create(user=study_admin, group="academic", years_of_experience=9)
     reading = new_study(eight_lesions[:2], [reader], name="Reading")  # shares lesions with the owned study
     assert [client.get(url).status_code for url in urls] == [403] * len(urls)
-    assert "/admin/cases/lesion/" not in client.get("/admin/").content.decode()
+    with CaptureQueriesContext(connection) as queries:
+        assert "/admin/cases/lesion/" not in client.get("/admin/").content.decode()
+    asked = [q["sql"] for q in queries.captured_queries if '"studies_readerstudy"."is_open"' in q["sql"]]
+    assert len(asked) == 1, asked  # once per request, however many models and permissions the page asks about
     reading.is_open = False
     reading.save()
     assert [client.get(url).status_code for url in urls] == [200] * len(urls)

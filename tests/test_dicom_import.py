@@ -240,7 +240,8 @@ def test_at_a_terminal_each_exam_is_confirmed_or_corrected(written, cohort, medi
 def _rejected(root, labels, *messages):
     """Import with the proposed mappings; the (only) exam is rejected with all ``messages``; nothing stored."""
     dicom_import = plan_import(root, labels)
-    report = import_exams(dicom_import, dicom_import.proposed_mappings(), "dicom")
+    proposed = {name: dict(plan.proposal.mapping) for name, plan in dicom_import.plans.items()}
+    report = import_exams(dicom_import, proposed, "dicom")
     problems = "\n".join(p for ps in report.rejected.values() for p in ps)
     for message in messages:
         assert message in problems, problems

@@ -7,19 +7,30 @@ from readerstudy.cases.dicom.admin_views import DicomImportAdminMixin
 from readerstudy.cases.models import Case, Lesion, LesionMask, Patient, SequenceVolume
 from readerstudy.studies.blinding import reads_in_an_open_study
 
+BLINDED = "liverread_blinded"
+"""The request attribute holding ``reads_in_an_open_study(request.user)`` once asked."""
+
+
+def blinded(request) -> bool:
+    """``reads_in_an_open_study(request.user)``, queried once per request: the admin asks every permission of every
+    model on each page (the sidebar lists them all)."""
+    if not hasattr(request, BLINDED):
+        setattr(request, BLINDED, reads_in_an_open_study(request.user))
+    return getattr(request, BLINDED)
+
 
 class BlindedAdminMixin:
     """Pages that show reference labels or model output: closed to a user while they read in an open study
     (``blinding.reads_in_an_open_study``), superusers included."""
 
     def has_module_permission(self, request):
-        return not reads_in_an_open_study(request.user) and super().has_module_permission(request)
+        return not blinded(request) and super().has_module_permission(request)
 
     def has_view_permission(self, request, obj=None):
-        return not reads_in_an_open_study(request.user) and super().has_view_permission(request, obj)
+        return not blinded(request) and super().has_view_permission(request, obj)
 
     def has_change_permission(self, request, obj=None):
-        return not reads_in_an_open_study(request.user) and super().has_change_permission(request, obj)
+        return not blinded(request) and super().has_change_permission(request, obj)
 
 
 class ImportedDataAdmin(admin.ModelAdmin):

@@ -178,8 +178,13 @@ def export_study(study: ReaderStudy, path: Path) -> str:
 
 
 def read_payload(path: Path) -> dict:
-    """The verified payload of the archive ``path``: a readable zip with the document, the right format and
-    version, and a payload whose SHA-256 is the one recorded."""
+    """The verified payload of the archive ``path`` (``_verified_document``)."""
+    return _verified_document(path)["payload"]
+
+
+def _verified_document(path: Path) -> dict:
+    """The document of the archive ``path``: a readable zip with the document, the right format and version, and
+    a payload whose SHA-256 is the one recorded."""
     try:
         with zipfile.ZipFile(path) as archive:
             document = json.loads(archive.read(MEMBER).decode())
@@ -196,7 +201,7 @@ def read_payload(path: Path) -> dict:
                            f"(this LiverRead reads version {FORMAT_VERSION})")  # fmt: skip
     if payload_sha256(document.get("payload")) != document.get("payload_sha256"):
         raise ArchiveError(f"{path}: the payload's SHA-256 differs from the recorded one: the archive is corrupt")
-    return document["payload"]
+    return document
 
 
 # --- restoring ---------------------------------------------------------------------------------------------
@@ -205,10 +210,10 @@ def read_payload(path: Path) -> dict:
 def import_study(path: Path) -> ReaderStudy:
     """Restore the study archived in ``path`` in one transaction, and record it in the audit trail; any problem
     raises ArchiveError (naming the file and the problem) and writes nothing."""
-    payload = read_payload(path)
+    document = _verified_document(path)
     try:
         with transaction.atomic():
-            return _restore(payload, Path(path).name)
+            return _restore(document["payload"], Path(path).name, document["payload_sha256"])
     except ArchiveError as exc:
         problem = str(exc)
     except IntegrityError as exc:
@@ -218,7 +223,7 @@ def import_study(path: Path) -> ReaderStudy:
     raise ArchiveError(f"{path}: {problem}; nothing was restored")
 
 
-def _restore(payload: dict, file_name: str) -> ReaderStudy:
+def _restore(payload: dict, file_name: str, digest: str) -> ReaderStudy:
     archived = payload["study"]
     clash = ReaderStudy.objects.filter(Q(name=archived["name"]) | Q(public_id=archived["public_id"])).first()
     if clash:
@@ -254,7 +259,7 @@ def _restore(payload: dict, file_name: str) -> ReaderStudy:
              for row in payload["reads"]]  # fmt: skip
     _create_reads(reads)
     record(AuditEvent.Action.STUDY_CREATED, study, f"study {study.name!r} restored from the archive {file_name}",
-           after={"file": file_name, "payload_sha256": payload_sha256(payload), "readers": len(assignments),
+           after={"file": file_name, "payload_sha256": digest, "readers": len(assignments),
                   "reads": len(reads)})  # fmt: skip
     return study
 
@@ -344,10 +349,15 @@ def _match_model_versions(archived: list[dict]) -> dict[str, ModelVersion]:
 
 def _match_predictions(archived: list[dict], versions: dict, lesions: dict) -> list[Prediction]:
     """This database's predictions, in the archive's order, each exactly the output that was shown."""
+    here = {
+        (p.model_version_id, p.lesion_id): p
+        for p in Prediction.objects.filter(model_version__in=list(versions.values()),
+                                           lesion__in=[lesions[entry["lesion"]] for entry in archived])
+    }  # fmt: skip
     matched = []
     for entry in archived:
         lesion = lesions[entry["lesion"]]
-        prediction = Prediction.objects.filter(model_version=versions[entry["model_version"]], lesion=lesion).first()
+        prediction = here.get((versions[entry["model_version"]].pk, lesion.pk))
         what = f"the prediction of model version {entry['model_version']!r} for lesion {lesion}"
         if prediction is None:
             raise ArchiveError(f"{what} is not here: predict the study's lesions with that version first")

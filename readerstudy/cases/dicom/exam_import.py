@@ -30,7 +30,7 @@ from readerstudy.cases.dicom.labels import HEADER_FIELDS, LabelRow, read_labels
 from readerstudy.cases.dicom.mapping import NOT_CHOSEN, Proposal, check_mapping, propose
 from readerstudy.cases.dicom.masks import write_masks
 from readerstudy.cases.dicom.series import Exam, scan_folder
-from readerstudy.cases.importer import ImportReport, check_dataset_name, import_dataset
+from readerstudy.cases.importer import ImportReport, import_dataset
 from readerstudy.cases.models import Case
 from readerstudy.cases.signals import cases_rejected
 
@@ -97,9 +97,6 @@ class DicomImport:
                 for name, plan in sorted(self.plans.items())
             },
         }  # fmt: skip
-
-    def proposed_mappings(self) -> dict[str, dict[str, str | None]]:
-        return {name: dict(plan.proposal.mapping) for name, plan in self.plans.items()}
 
 
 def plan_import(root: Path, labels: Path) -> DicomImport:
@@ -220,9 +217,7 @@ def _translate(message: str, lines: dict[int, int], pseudonyms: dict[str, str]) 
 
 
 def import_exams(dicom_import: DicomImport, mappings: dict[str, dict[str, str | None]], dataset: str) -> ImportReport:
-    """Import each exam whose confirmed mapping (by case name) is complete; see the module docstring.
-    InvalidDatasetName before any work for a name that cannot be stored."""
-    check_dataset_name(dataset)
+    """Import each exam whose confirmed mapping (by case name) is complete; see the module docstring."""
     report = ImportReport()
     if dicom_import.problems:  # an unreadable file or a stray labels.csv row may belong to any exam
         report.rejected[WHOLE_FOLDER] = list(dicom_import.problems)
