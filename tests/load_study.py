@@ -15,6 +15,7 @@ from django.core.management import call_command
 from readerstudy.audit.models import AuditEvent
 from readerstudy.cases.importer import import_dataset
 from readerstudy.cases.models import Lesion
+from readerstudy.studies.identifiers import study_lesion_ids
 from readerstudy.studies.models import Assignment, Presentation, Read, Reader, ReaderStudy
 
 FIELD_OF_VIEW_MM = 120.0
@@ -40,11 +41,14 @@ def prepare(dataset_dir: Path | str, readers: int, password: str) -> dict:
 
 
 def stored_reads(study: str) -> list[dict]:
-    """The study's first reads: read (public id), reader (username), lesion (public id), phase."""
+    """The study's first reads: read (public id), reader (username), lesion (its id in the study), phase."""
+    ids = study_lesion_ids(ReaderStudy.objects.get(public_id=study))
     rows = Read.objects.filter(assignment__study__public_id=study, supersedes__isnull=True).values_list(
-        "public_id", "assignment__reader__user__username", "lesion__public_id", "phase"
+        "public_id", "assignment__reader__user__username", "lesion_id", "phase"
     )
-    return [dict(zip(("read", "reader", "lesion", "phase"), row, strict=True)) for row in rows]
+    return [
+        {"read": read, "reader": reader, "lesion": ids[lesion], "phase": phase} for read, reader, lesion, phase in rows
+    ]
 
 
 def half_written(study: str) -> list[str]:

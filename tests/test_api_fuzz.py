@@ -29,6 +29,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from test_reading import make_reader, new_study, next_task, read
 
+from readerstudy.studies.identifiers import study_lesion_id
 from readerstudy.studies.models import STUDY_ADMINS_GROUP, Disclosure, Presentation, Read
 
 pytestmark = pytest.mark.django_db
@@ -76,7 +77,7 @@ def open_study(eight_lesions):
         task = next_task(client, study)["task"]
         assert read(client, study, task).status_code == 201
         done.append(task["lesion"])
-    lesions = [lesion.public_id for lesion in eight_lesions]
+    lesions = [study_lesion_id(study, lesion) for lesion in eight_lesions]
     return {"study": study, "reader": reader.user, "reader client": client, "owner": owner, "lesions": lesions,
             "read": done[0], "unread": next(lesion for lesion in lesions if lesion not in done)}  # fmt: skip
 

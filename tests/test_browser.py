@@ -19,6 +19,7 @@ from test_training import one_thread  # noqa: F401 (autouse: tiny networks run f
 
 from inference.domain import SEQUENCES
 from readerstudy.cases.models import Lesion
+from readerstudy.studies.identifiers import lesion_in_study, study_lesion_id
 from readerstudy.studies.models import STUDY_ADMINS_GROUP, Read
 from readerstudy.studies.simulation import simulate_reads
 from readerstudy.studies.viewing import served_file
@@ -80,7 +81,7 @@ def state(page) -> dict:
 
 def order_of(study, reader_name) -> list[str]:
     assignment = study.assignments.get(reader__user__username=reader_name)
-    return [Lesion.objects.get(pk=pk).public_id for pk in assignment.orders[0]]
+    return [study_lesion_id(study, Lesion.objects.get(pk=pk)) for pk in assignment.orders[0]]
 
 
 def submit_by_keyboard(page, diagnosis_key: str, confidence_key: str, malignancy: str) -> None:
@@ -93,7 +94,7 @@ def submit_by_keyboard(page, diagnosis_key: str, confidence_key: str, malignancy
 def lesion_heat(study, lesion_id: str) -> dict[str, float]:
     """Per sequence, the largest saliency inside the lesion on the slice the viewer opens (largest area),
     read from the served files: what the overlay must show in colour."""
-    lesion = Lesion.objects.get(public_id=lesion_id)
+    lesion = lesion_in_study(study, lesion_id)
     prediction = study.prediction_for(lesion)
     heat = {}
     for sequence in SEQUENCES:
@@ -194,7 +195,7 @@ def test_a_reader_reads_three_lesions_in_the_viewer_with_feedback_after_each(bro
     page.wait_for_selector("#done:not([hidden])")
     assert strong, "no lesion had strong heat on its slice: the colour check was vacuous"
     reads = Read.objects.filter(assignment__reader__user__username="reader-a").order_by("submitted_at")
-    assert [(r.lesion.public_id, r.diagnosis, r.confidence, r.malignancy) for r in reads] == [
+    assert [(study_lesion_id(study, r.lesion), r.diagnosis, r.confidence, r.malignancy) for r in reads] == [
         (order[0], 4, 4, 80), (order[1], 0, 3, 10), (order[2], 6, 5, 95)
     ]  # fmt: skip
     assert errors == []

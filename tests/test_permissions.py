@@ -54,12 +54,13 @@ PAGES = {
     "studies:api-lesion": (403, 404, 200, 404, 404, 404),
     "studies:api-feedback": (403, 404, 403, 404, 404, 404),  # the current lesion is not read yet
     # Results: the study's own admins and superusers only; never a reader.
-    "analysis:api-results": (403, 403, 403, 403, 200, 200),
-    "analysis:dashboard": (LOGIN, 403, 403, 403, 200, 200),
-    "analysis:report": (LOGIN, 403, 403, 403, 200, 200),
-    "analysis:export-reads": (LOGIN, 403, 403, 403, 200, 200),
-    "analysis:export-results": (LOGIN, 403, 403, 403, 200, 200),
-    "analysis:export-mrmc": (LOGIN, 403, 403, 403, 200, 200),
+    # Results: the study's owner and granted admins; for everyone else no such study (404).
+    "analysis:api-results": (403, 404, 404, 404, 200, 200),
+    "analysis:dashboard": (LOGIN, 404, 404, 404, 200, 200),
+    "analysis:report": (LOGIN, 404, 404, 404, 200, 200),
+    "analysis:export-reads": (LOGIN, 404, 404, 404, 200, 200),
+    "analysis:export-results": (LOGIN, 404, 404, 404, 200, 200),
+    "analysis:export-mrmc": (LOGIN, 404, 404, 404, 200, 200),
     # The admin site: staff only; readers are sent to the admin's login everywhere.
     "admin:index": STAFF_PAGE,
     "admin:login": (200, 200, 200, ADMIN_INDEX, ADMIN_INDEX, ADMIN_INDEX),

@@ -1,7 +1,6 @@
 """The reading workflow through its API: orders, resuming, locked reads, designs, revisiting, serving."""
 
 import gzip
-import io
 from datetime import timedelta
 
 import nibabel as nib
@@ -16,6 +15,7 @@ from test_training import one_thread  # noqa: F401 (autouse: tiny networks run f
 
 from inference.domain import CLASSES, SEQUENCES
 from readerstudy.cases.models import Lesion, LesionMask
+from readerstudy.studies.identifiers import lesion_in_study, study_lesion_id
 from readerstudy.studies.models import Assignment, Disclosure, Presentation, Read, Reader, ReaderStudy
 
 pytestmark = pytest.mark.django_db
@@ -71,7 +71,7 @@ def test_each_reader_gets_their_own_random_order_fixed_at_assignment(eight_lesio
 def test_next_follows_my_order_and_a_reload_resumes_at_the_same_lesion(client, eight_lesions):
     reader = make_reader("r1")
     study = new_study(eight_lesions, [reader])
-    order = [Lesion.objects.get(pk=pk).public_id for pk in study.assignments.get().orders[0]]
+    order = [study_lesion_id(study, Lesion.objects.get(pk=pk)) for pk in study.assignments.get().orders[0]]
     as_user(client, reader)
     seen = []
     for n in range(3):
@@ -91,7 +91,7 @@ def test_the_viewer_descriptor_names_seven_sequences_by_opaque_urls(client, eigh
     body = next_task(as_user(client, reader), study)
     sequences = body["viewer"]["sequences"]
     assert [s["name"] for s in sequences] == list(SEQUENCES)
-    lesion = Lesion.objects.get(public_id=body["task"]["lesion"])
+    lesion = lesion_in_study(study, body["task"]["lesion"])
     for s in sequences:
         assert s["image"].endswith(f"/{s['name']}.nii.gz") and s["mask"].endswith(f"/{s['name']}.mask.nii.gz")
         assert lesion.case.source_name not in s["image"] and str(lesion.pk) not in s["image"].split("/")
@@ -143,10 +143,13 @@ def test_only_the_current_lesion_can_be_read(client, eight_lesions):
     reader = make_reader("r1")
     study = new_study(eight_lesions, [reader])
     as_user(client, reader)
-    later = Lesion.objects.get(pk=study.assignments.get().orders[0][3]).public_id
-    response = read(client, study, {"lesion": later, "phase": "unaided"})
+    later = study_lesion_id(study, Lesion.objects.get(pk=study.assignments.get().orders[0][3]))
+    for lesion in (later, "0123456789abcdef"):  # a lesion not open yet answers as one that does not exist
+        assert read(client, study, {"lesion": lesion, "phase": "unaided"}).status_code == 404
+        assert client.get(f"/studies/{study.public_id}/lesions/{lesion}/T2WI.nii.gz").status_code == 404
+    current = next_task(client, study)["task"]
+    response = read(client, study, {**current, "phase": "aided"})
     assert response.status_code == 409 and "not the lesion" in response.json()["detail"]
-    assert client.get(f"/studies/{study.public_id}/lesions/{later}/T2WI.nii.gz").status_code == 403
 
 
 # --- designs -----------------------------------------------------------------------------------------------
@@ -184,14 +187,14 @@ def test_feedback_after_each_read_shows_model_output_and_saliency_and_records_it
     assert client.get(heat).status_code == 200
     disclosure = Disclosure.objects.get()
     assert disclosure.purpose == "feedback" and disclosure.assignment.reader == reader
-    assert disclosure.prediction == study.prediction_for(Lesion.objects.get(public_id=task["lesion"]))
+    assert disclosure.prediction == study.prediction_for(lesion_in_study(study, task["lesion"]))
 
 
 def test_a_practice_study_also_reveals_the_reference_after_the_read(client, predicted):
     reader = make_reader("r1")
     study = new_study(predicted, [reader], feedback="reference", practice=True)
     task = next_task(as_user(client, reader), study)["task"]
-    lesion = Lesion.objects.get(public_id=task["lesion"])
+    lesion = lesion_in_study(study, task["lesion"])
     assert read(client, study, task).json()["feedback"]["reference"]["class"] == CLASSES[lesion.label]
 
 
@@ -204,8 +207,9 @@ def test_a_queued_prediction_is_shown_as_not_ready(client, predicted):
     reader = make_reader("r1")
     study = new_study(predicted, [reader], feedback="model")
     task = next_task(as_user(client, reader), study)["task"]
-    study.prediction_for(Lesion.objects.get(public_id=task["lesion"])).saliencies.all().delete()
-    type(study.prediction_for(predicted[0])).objects.filter(lesion__public_id=task["lesion"]).update(status="queued")
+    prediction = study.prediction_for(lesion_in_study(study, task["lesion"]))
+    prediction.saliencies.all().delete()
+    type(prediction).objects.filter(pk=prediction.pk).update(status="queued")
     model = read(client, study, task).json()["feedback"]["model"]
     assert model == {"status": "queued", "message": "The model's output for this lesion is not ready yet (queued)."}
 
@@ -228,7 +232,7 @@ def test_crossover_opens_the_second_session_only_after_the_washout_in_a_new_orde
     Read.objects.update(shown_at=F("shown_at") - month, submitted_at=F("submitted_at") - month)
     opened = next_task(client, study)
     assert opened["task"]["session"] == 2 and opened["task"]["phase"] != phase
-    assert opened["task"]["lesion"] == Lesion.objects.get(pk=first.orders[1][0]).public_id
+    assert opened["task"]["lesion"] == study_lesion_id(study, Lesion.objects.get(pk=first.orders[1][0]))
 
 
 # --- revisiting and amending -------------------------------------------------------------------------------
@@ -280,7 +284,7 @@ def test_volumes_are_served_as_raw_gzip_in_lps_cropped_to_the_field_of_view(clie
     reader = make_reader("r1")
     study = new_study(eight_lesions, [reader], field_of_view_mm=20)
     body = next_task(as_user(client, reader), study)
-    lesion = Lesion.objects.get(public_id=body["task"]["lesion"])
+    lesion = lesion_in_study(study, body["task"]["lesion"])
     for entry in body["viewer"]["sequences"]:
         response, raw, image = served_image(client, entry["image"])
         _, _, mask = served_image(client, entry["mask"])
@@ -332,30 +336,6 @@ def test_the_home_page_lists_my_studies_with_progress(client, eight_lesions):
     page = client.get("/").content.decode()
     assert "Liver study A" in page and "1 of 8" in page and f"/studies/{study.public_id}/read/" in page
     assert client.get(f"/studies/{study.public_id}/read/").status_code == 200
-
-
-def test_make_demo_studies_needs_an_active_model_then_assigns_the_demo_readers_and_simulates_one(predicted):
-    import json
-
-    from django.core.management.base import CommandError
-
-    from readerstudy.studies.management.commands.make_demo import ACCOUNTS_FILE
-
-    for account in json.loads(ACCOUNTS_FILE.read_text()):
-        if "group" in account:
-            make_reader(account["username"], account["group"])
-    Lesion.objects.update(split="test")
-    type(predicted[0].case).objects.update(dataset="demo")
-    out = io.StringIO()
-    call_command("make_demo_studies", stdout=out)
-    call_command("make_demo_studies", stdout=out)  # idempotent
-    assert ReaderStudy.objects.count() == 4 and Assignment.objects.count() == 24
-    simulated = ReaderStudy.objects.get(name__startswith="Demo (simulated reads)")
-    assert not simulated.is_open and Read.objects.filter(assignment__study=simulated).count() == 6 * 3 * 2
-    assert {s.model_version.name for s in ReaderStudy.objects.all()} == {"tiny-secret-model"}
-    type(predicted[0].predictions.first().model_version).objects.update(is_active=False)
-    with pytest.raises(CommandError, match="no active model version"):
-        call_command("make_demo_studies", stdout=out)
 
 
 def test_the_openapi_schema_and_docs_are_served(client):

@@ -1,8 +1,8 @@
-"""Study admins' dashboard and downloads of a study's results; readers and other users get 403."""
+"""Study admins' dashboard and downloads of a study's results; to readers and other users the study's results
+do not exist (404)."""
 
 import pandas as pd
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.utils.safestring import mark_safe
@@ -27,12 +27,11 @@ FORMATS = {
 
 
 def administered_study(request, study_id: str) -> ReaderStudy:
-    """The study if the user may see its results; 404 for no such study, 403 for anyone else (its readers)."""
+    """The study if the user may see its results; 404 otherwise, whether the study exists or not (so an id is no
+    oracle of a study's existence to its readers)."""
     study = ReaderStudy.objects.filter(public_id=study_id).first()
-    if study is None:
-        raise Http404("No study has this id.")
-    if not may_administer(request.user, study):
-        raise PermissionDenied("Only the study's owner and its granted study admins see its results.")
+    if study is None or not may_administer(request.user, study):
+        raise Http404("No study of yours has this id.")
     return study
 
 

@@ -17,8 +17,17 @@ from rest_framework.views import APIView
 
 from inference.domain import class_index
 from readerstudy.cases.models import Lesion
-from readerstudy.studies.blinding import is_assist, may_view_lesion, open_assignment, revealable, study_lesion
+from readerstudy.studies.blinding import (
+    MODEL,
+    STILL_OWED_ELSEWHERE,
+    is_assist,
+    may_view_lesion,
+    open_assignment,
+    reveal,
+    study_lesion,
+)
 from readerstudy.studies.disclosure import disclose
+from readerstudy.studies.identifiers import study_lesion_id
 from readerstudy.studies.models import Assignment, Disclosure, Phase, Presentation, Read
 from readerstudy.studies.serializers import (
     MyStudySerializer,
@@ -80,9 +89,10 @@ class NextLesion(APIView):
             return Response(body)
         lesion = Lesion.objects.get(pk=task.lesion_id)
         Presentation.objects.get_or_create(assignment=assignment, lesion=lesion, phase=task.phase)
-        body["task"] = {"lesion": lesion.public_id, "phase": task.phase, "session": task.session}
+        body["task"] = {"lesion": study_lesion_id(assignment.study, lesion), "phase": task.phase,
+                        "session": task.session}  # fmt: skip
         if task.phase == Phase.AIDED:
-            body["assist"], _ = disclose(assignment, lesion, revealable(assignment, lesion.pk, now), "assist")
+            body["assist"], _ = disclose(assignment, lesion, reveal(assignment, lesion.pk, now), "assist")
         body["viewer"] = descriptor(assignment.study, lesion)
         return Response(body)
 
@@ -92,8 +102,9 @@ class LesionViewer(APIView):
                    summary="The viewer's files for a lesion I may view (revisiting)")  # fmt: skip
     def get(self, request, study_id, lesion_id):
         assignment = open_assignment(request.user, study_id)
-        lesion = study_lesion(assignment, lesion_id)
-        if not may_view_lesion(assignment, lesion.pk):
+        now = progress(assignment)
+        lesion = study_lesion(assignment, lesion_id, now)
+        if not may_view_lesion(assignment, lesion.pk, now):
             raise PermissionDenied("This lesion is not open to you now.")
         return Response(descriptor(assignment.study, lesion))
 
@@ -103,13 +114,14 @@ class LesionFeedback(APIView):
                    summary="What the study reveals about a lesion after my read is locked")  # fmt: skip
     def get(self, request, study_id, lesion_id):
         assignment = open_assignment(request.user, study_id)
-        lesion = study_lesion(assignment, lesion_id)
         now = progress(assignment)
-        allowed = revealable(assignment, lesion.pk, now)
-        if not allowed:
-            raise PermissionDenied("Nothing about this lesion is shown to you now.")
+        lesion = study_lesion(assignment, lesion_id, now)
+        shown = reveal(assignment, lesion.pk, now)
+        if not shown.allowed:
+            refusal = STILL_OWED_ELSEWHERE if shown.withheld else "Nothing about this lesion is shown to you now."
+            raise PermissionDenied(refusal)
         purpose = "assist" if is_assist(now, lesion.pk) else "feedback"
-        return Response(disclose(assignment, lesion, allowed, purpose)[0])
+        return Response(disclose(assignment, lesion, shown, purpose)[0])
 
 
 class Reads(APIView):
@@ -118,7 +130,7 @@ class Reads(APIView):
     def get(self, request, study_id):
         assignment = open_assignment(request.user, study_id)
         reads = Read.objects.filter(assignment=assignment).select_related("lesion", "supersedes")
-        return Response(ReadSerializer(reads, many=True).data)
+        return Response(ReadSerializer(reads, many=True, context={"study": assignment.study}).data)
 
     @extend_schema(request=ReadInputSerializer,
                    responses={201: SUBMIT_SCHEMA, 200: SUBMIT_SCHEMA, **refusals(400, 403, 404, 409)},
@@ -131,10 +143,11 @@ class Reads(APIView):
         lesion = study_lesion(assignment, values["lesion"])
         read, created = (amend if values["amend"] else submit)(assignment, lesion, values)
         feedback, now = None, progress(assignment)
-        allowed = revealable(assignment, lesion.pk, now)
-        if allowed and not is_assist(now, lesion.pk):
-            feedback, _ = disclose(assignment, lesion, allowed, "feedback")
-        body = {"read": ReadSerializer(read).data, "feedback": feedback, "progress": progress_data(now)}
+        shown = reveal(assignment, lesion.pk, now)
+        if (shown.allowed or shown.withheld) and not is_assist(now, lesion.pk):
+            feedback, _ = disclose(assignment, lesion, shown, "feedback")
+        read_data = ReadSerializer(read, context={"study": assignment.study}).data
+        body = {"read": read_data, "feedback": feedback, "progress": progress_data(now)}
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
@@ -148,6 +161,8 @@ def read_fields(assignment: Assignment, lesion: Lesion, values: dict) -> dict:
     }  # fmt: skip
     if phase == Phase.AIDED:
         shown = Disclosure.objects.filter(assignment=assignment, lesion=lesion, purpose="assist").last()
+        if shown is None and MODEL in reveal(assignment, lesion.pk).withheld:
+            raise Conflict(f"This aided read waits for the AI output. {STILL_OWED_ELSEWHERE}")
         if shown is None:
             raise Conflict("An aided read follows the AI output: open the lesion first.")
         fields |= {"disclosure": shown, "prediction_shown": shown.prediction}

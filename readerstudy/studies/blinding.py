@@ -7,24 +7,45 @@ nothing else decides. Reads are only ever looked up through the asking reader's 
 - A reader acts in a study only while it is open and they are assigned to it.
 - Images: the lesion of the reader's current task, or a lesion they have read when the study allows
   revisiting.
+- Lesions: a reader knows a lesion of a study by its id there only once it is their current task or they
+  have read it; any other id answers as one that does not exist (404).
 - Model output and saliency: before an aided read (the current task is aided on that lesion: "assist"),
   or once no unaided read of the lesion is pending and either the study gives feedback or the reader has
   already given an aided read of it ("feedback").
 - The reference diagnosis: in practice studies with reference feedback, once every read of the lesion
   is locked.
+- Across studies: whatever the study the request names would show is held back while the reader still owes
+  a blinded read of the lesion in another open study: model output and saliency while an unaided read is
+  owed there, the reference while any read is owed there ("withheld").
 - A study's results (dashboards, exports, report): its owner and the study admins granted it, and
   superusers; never a reader of it, and nobody while they read in an open study (studies share lesions);
   the admin pages holding reference labels or model output are closed to them too.
 """
 
+from dataclasses import dataclass
+
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from readerstudy.cases.models import Lesion
-from readerstudy.studies.models import STUDY_ADMINS_GROUP, Assignment, Design, Feedback, Phase, ReaderStudy
-from readerstudy.studies.workflow import Progress, progress
+from readerstudy.studies.identifiers import lesion_in_study
+from readerstudy.studies.models import STUDY_ADMINS_GROUP, Assignment, Design, Feedback, Phase, Read, ReaderStudy
+from readerstudy.studies.workflow import Progress, progress, tasks
 
 MODEL, SALIENCY, REFERENCE = "model", "saliency", "reference"
+STILL_OWED_ELSEWHERE = (
+    "You still have to read this lesion in another study: what this study shows after a read is held back "
+    "until that read is locked."
+)
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """What of a lesion may be shown to a reader now (``allowed``), and what the study would show but another
+    open study of theirs holds back (``withheld``); both subsets of {MODEL, SALIENCY, REFERENCE}."""
+
+    allowed: frozenset[str]
+    withheld: frozenset[str]
 
 
 def open_assignment(user, study_id: str) -> Assignment:
@@ -39,9 +60,12 @@ def open_assignment(user, study_id: str) -> Assignment:
     return assignment
 
 
-def study_lesion(assignment: Assignment, lesion_id: str) -> Lesion:
-    """The lesion ``lesion_id`` (its public id) of the assignment's study; Http404 otherwise."""
-    lesion = assignment.study.lesions.filter(public_id=lesion_id).first()
+def study_lesion(assignment: Assignment, lesion_id: str, now: Progress | None = None) -> Lesion:
+    """The lesion whose id in the assignment's study is ``lesion_id``, when the reader knows it (their current
+    task's lesion or one they have read); Http404 otherwise, as for an id that names nothing."""
+    now = now or progress(assignment)
+    known = {lesion for lesion, _ in now.read} | ({now.next_task.lesion_id} if now.next_task else set())
+    lesion = lesion_in_study(assignment.study, lesion_id, assignment.study.lesions.filter(pk__in=known))
     if lesion is None:
         raise Http404("This study has no lesion with this id.")
     return lesion
@@ -56,8 +80,20 @@ def may_view_lesion(assignment: Assignment, lesion_id: int, now: Progress | None
     return assignment.study.allow_revisit and now.has_read(lesion_id)
 
 
+def reveal(assignment: Assignment, lesion_id: int, now: Progress | None = None) -> Reveal:
+    """What of ``lesion_id`` this study shows the reader now, less what their other open studies hold back."""
+    here = revealable_here(assignment, lesion_id, now)
+    hidden = hidden_by_reads_owed(owed_elsewhere(assignment, lesion_id)) if here else frozenset()
+    return Reveal(here - hidden, here & hidden)
+
+
 def revealable(assignment: Assignment, lesion_id: int, now: Progress | None = None) -> frozenset[str]:
-    """What of ``lesion_id`` may be shown to this reader now: a subset of {MODEL, SALIENCY, REFERENCE}."""
+    """What of ``lesion_id`` may be shown to this reader now: ``reveal(...).allowed``."""
+    return reveal(assignment, lesion_id, now).allowed
+
+
+def revealable_here(assignment: Assignment, lesion_id: int, now: Progress | None = None) -> frozenset[str]:
+    """What of ``lesion_id`` the assignment's own study would show the reader now."""
     study = assignment.study
     now = now or progress(assignment)
     pending = now.pending_phases(lesion_id)
@@ -73,6 +109,24 @@ def revealable(assignment: Assignment, lesion_id: int, now: Progress | None = No
     if study.model_version_id is None:
         allowed -= {MODEL, SALIENCY}
     return frozenset(allowed)
+
+
+def owed_elsewhere(assignment: Assignment, lesion_id: int) -> set[str]:
+    """The phases of ``lesion_id`` the assignment's reader still owes in their other open studies."""
+    others = Assignment.objects.filter(reader_id=assignment.reader_id, study__is_open=True).exclude(pk=assignment.pk)
+    holding = [a for a in others.select_related("study") if any(lesion_id in order for order in a.orders)]
+    if not holding:
+        return set()
+    reads = Read.objects.filter(assignment__in=holding, lesion_id=lesion_id, supersedes__isnull=True)
+    done = set(reads.values_list("assignment_id", "phase"))
+    return {t.phase for a in holding for t in tasks(a) if t.lesion_id == lesion_id and (a.pk, t.phase) not in done}
+
+
+def hidden_by_reads_owed(owed: set[str]) -> frozenset[str]:
+    """What reads still owed elsewhere keep hidden: model output and saliency while an unaided read is owed
+    (an aided read shows them anyway), the reference while any read is."""
+    hidden = {MODEL, SALIENCY} if Phase.UNAIDED in owed else set()
+    return frozenset(hidden | ({REFERENCE} if owed else set()))
 
 
 def is_assist(now: Progress, lesion_id: int) -> bool:

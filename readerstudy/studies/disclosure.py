@@ -1,13 +1,15 @@
 """Showing model output (and, in practice studies, the reference) to a reader, and recording that it was.
 
-``disclose`` builds what ``blinding.revealable`` allows for one lesion and writes a Disclosure row naming
+``disclose`` builds what ``blinding.reveal`` allows for one lesion and writes a Disclosure row naming
 the prediction shown (so the model version and checkpoint hashes), the reader and the time. A prediction
-that is queued, running or failed is disclosed as its status only.
+that is queued, running or failed is disclosed as its status only. What another open study of the reader
+holds back is named only as held back ("withheld"), and nothing held back is recorded as shown.
 """
 
 from inference.domain import CLASS_TITLES, CLASSES, SEQUENCES
 from readerstudy.cases.models import Lesion
-from readerstudy.studies.blinding import MODEL, REFERENCE, SALIENCY
+from readerstudy.studies.blinding import MODEL, REFERENCE, SALIENCY, STILL_OWED_ELSEWHERE, Reveal
+from readerstudy.studies.identifiers import study_lesion_id
 from readerstudy.studies.models import Assignment, Disclosure
 from readerstudy.studies.viewing import volume_url
 
@@ -19,17 +21,22 @@ STATUS_TEXT = {
 }
 
 
-def disclose(assignment: Assignment, lesion: Lesion, allowed: frozenset[str], purpose: str) -> tuple[dict, Disclosure]:
-    """The payload of what ``allowed`` reveals about ``lesion``, and the Disclosure that records it."""
-    study = assignment.study
-    payload: dict = {"lesion": lesion.public_id, "purpose": purpose, "revealed": sorted(allowed)}
+def disclose(assignment: Assignment, lesion: Lesion, shown: Reveal, purpose: str) -> tuple[dict, Disclosure | None]:
+    """The payload of what ``shown.allowed`` reveals about ``lesion``, and the Disclosure that records it (None
+    when all the study would show is withheld: the payload only says so)."""
+    study, allowed = assignment.study, shown.allowed
+    payload: dict = {"lesion": study_lesion_id(study, lesion), "purpose": purpose, "revealed": sorted(allowed)}
+    if shown.withheld:
+        payload["withheld"] = STILL_OWED_ELSEWHERE
+    if not allowed and shown.withheld:
+        return payload, None
     prediction = study.prediction_for(lesion) if MODEL in allowed else None
-    shown = None
+    prediction_shown = None
     if MODEL in allowed:
         status = prediction.status if prediction else "none"
         payload["model"] = {"status": status}
         if status == "done":
-            shown = prediction
+            prediction_shown = prediction
             payload["model"] |= {
                 "version": study.model_version.name,
                 "probabilities": [
@@ -55,6 +62,7 @@ def disclose(assignment: Assignment, lesion: Lesion, allowed: frozenset[str], pu
             payload["model"]["message"] = STATUS_TEXT[status]
     if REFERENCE in allowed:
         payload["reference"] = {"class": CLASSES[lesion.label], "title": CLASS_TITLES[CLASSES[lesion.label]]}
-    record = Disclosure.objects.create(assignment=assignment, lesion=lesion, prediction=shown, purpose=purpose,
-                                       revealed=sorted(allowed))  # fmt: skip
+    record = Disclosure.objects.create(
+        assignment=assignment, lesion=lesion, prediction=prediction_shown, purpose=purpose, revealed=sorted(allowed)
+    )
     return payload, record

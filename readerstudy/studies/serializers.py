@@ -5,6 +5,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 from inference.domain import CLASSES
+from readerstudy.studies.identifiers import study_lesion_id
 from readerstudy.studies.models import Phase, Read
 
 
@@ -33,7 +34,7 @@ class MyStudySerializer(serializers.Serializer):
 
 
 class ReadInputSerializer(serializers.Serializer):
-    lesion = serializers.CharField(max_length=16, help_text="The lesion's public id.")
+    lesion = serializers.CharField(max_length=16, help_text="The lesion's id in this study.")
     phase = serializers.ChoiceField(choices=Phase.choices)
     diagnosis = serializers.ChoiceField(choices=list(CLASSES), help_text="One of the seven classes.")
     confidence = serializers.IntegerField(min_value=1, max_value=5)
@@ -42,8 +43,10 @@ class ReadInputSerializer(serializers.Serializer):
 
 
 class ReadSerializer(serializers.ModelSerializer):
+    """A read as its reader sees it; the lesion by its id in the study (``context["study"]``)."""
+
     id = serializers.CharField(source="public_id")
-    lesion = serializers.CharField(source="lesion.public_id")
+    lesion = serializers.SerializerMethodField()
     diagnosis = serializers.SerializerMethodField()
     amends = serializers.SerializerMethodField()
 
@@ -51,6 +54,9 @@ class ReadSerializer(serializers.ModelSerializer):
         model = Read
         fields = ["id", "lesion", "phase", "session", "diagnosis", "confidence", "malignancy", "shown_at",
                   "submitted_at", "amends"]  # fmt: skip
+
+    def get_lesion(self, read) -> str:
+        return study_lesion_id(self.context["study"], read.lesion)
 
     def get_diagnosis(self, read) -> str:
         return CLASSES[read.diagnosis]

@@ -1,7 +1,7 @@
 """What the viewer gets for a lesion in a study: the served files and the descriptor that names them.
 
-URLs carry only opaque ids (the study's and the lesion's random public ids) and the sequence name; file
-contents go through ``readerstudy.cases.serving`` (one transform for image, mask and heat map).
+URLs carry only opaque ids (the study's random public id, the lesion's id in that study) and the sequence
+name; file contents go through ``readerstudy.cases.serving`` (one transform for image, mask and heat map).
 """
 
 from django.urls import reverse
@@ -10,13 +10,14 @@ from inference.domain import SEQUENCES
 from readerstudy.cases.models import Lesion, LesionMask, SequenceVolume
 from readerstudy.cases.serving import ServedFile, served
 from readerstudy.predictions.models import Prediction, Saliency
+from readerstudy.studies.identifiers import study_lesion_id
 from readerstudy.studies.models import ReaderStudy
 
 KINDS = ("image", "mask", "heat")
 
 
 def volume_url(study: ReaderStudy, lesion: Lesion, sequence: str, kind: str) -> str:
-    return reverse("studies:volume", args=[study.public_id, lesion.public_id, sequence, kind])
+    return reverse("studies:volume", args=[study.public_id, study_lesion_id(study, lesion), sequence, kind])
 
 
 def served_file(study: ReaderStudy, lesion: Lesion, sequence: str, kind: str,
@@ -60,4 +61,4 @@ def descriptor(study: ReaderStudy, lesion: Lesion) -> dict:
             "focus": mask.meta["focus"],
             "window": image.meta["window"],
         })  # fmt: skip
-    return {"lesion": lesion.public_id, "sequences": sequences}
+    return {"lesion": study_lesion_id(study, lesion), "sequences": sequences}

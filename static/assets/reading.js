@@ -91,6 +91,7 @@
     } else if (model) {
       $("model-message").textContent = model.message;
     }
+    if (payload.withheld) $("model-message").textContent = payload.withheld;
     const ref = $("reference-diagnosis");
     ref.hidden = !payload.reference;
     if (payload.reference) ref.textContent = `Reference diagnosis: ${payload.reference.title}`;
@@ -122,6 +123,12 @@
     resetForm();
     if (page.shownLesion !== next.task.lesion) await showLesion(next.task.lesion, next.viewer);
     if (aided) await reveal(next.assist, "Model output (before your aided read)");
+    if (aided && !next.assist.revealed.length) { // held back while this lesion is owed in another study
+      form.hidden = true;
+      page.mode = "waiting";
+      status("This aided read waits: read the lesion in your other study first.", "error");
+      return;
+    }
     form.hidden = false;
     page.mode = "reading";
     page.readyAt = performance.now();
