@@ -14,6 +14,7 @@ from inference.manifest import ManifestError
 from readerstudy.audit.models import AuditEvent
 from readerstudy.audit.recording import current_actor
 from readerstudy.cases.importer import import_dataset
+from readerstudy.studies.identifiers import lesion_in_study
 from readerstudy.studies.models import ReaderStudy
 
 pytestmark = pytest.mark.django_db
@@ -51,7 +52,8 @@ def test_imports_studies_assignments_and_reads_are_recorded_with_who_did_them(cl
     read(client, second, task)
     read(client, second, task)  # a double submit is not a second event
     (submitted,) = events(Action.READ_SUBMITTED)
-    assert submitted.actor == reader.user and submitted.after["lesion"] == task["lesion"]
+    assert submitted.actor == reader.user  # the trail names the lesion by its own id, not the study's
+    assert submitted.after["lesion"] == lesion_in_study(second, task["lesion"]).public_id
     assert events(Action.READER_ASSIGNED)[0].after == {"reader": "r1", "group": "resident"}
 
 

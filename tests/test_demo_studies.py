@@ -45,8 +45,9 @@ def demo(dataset, media) -> list[Lesion]:
             dataset.add_case(f"C{n:02d}", patient=f"P{n:02d}", lesions=(("L1", label),), split=split)
     dataset.write_manifest()
     import_dataset(dataset.root, dataset="demo")
-    version = ModelVersion.objects.create(name="demo-model", config={}, run_path="models/demo-model",
-                                          files_sha256={}, metrics={}, is_active=True)  # fmt: skip
+    version = ModelVersion.objects.create(
+        name="demo-model", config={}, run_path="models/demo-model", files_sha256={}, metrics={}, is_active=True
+    )
     output = dict(status="done", probabilities=[1 / 7] * 7, malignant_probability=0.5, predicted_malignant=False)
     for lesion in Lesion.objects.all():
         wrong = (lesion.label + lesion.pk % 2) % len(CLASSES)  # every other lesion predicted wrong
@@ -122,7 +123,7 @@ def test_the_split_follows_class_and_dataset_names_not_import_order_or_public_id
         Lesion(label=label, source_name=f"L{n % 2 + 1}", case=Case(source_name=f"C{n // 2:03d}"))
         for label in range(len(CLASSES))
         for n in range(TEST_PER_CLASS)
-    ]  # fmt: skip
+    ]
     shares = split_lesions(lesions)
     assert split_lesions(random.Random(1).sample(lesions, len(lesions))) == shares  # any order in, one split out
     names = {key: [(x.label, x.case.source_name, x.source_name) for x in share] for key, share in shares.items()}

@@ -2,8 +2,9 @@
 
 ``reads_frame`` is the tidy table of a study's reads, one row per read, joined with everything an analysis
 or a journal's reviewer needs (lesion, patient and scanner metadata, reader and group, the pinned model's
-prediction and whether each is correct), so that no join is left to the user. The statistics modules
-take these frames (or arrays cut from them) and never query.
+prediction and whether each is correct), so that no join is left to the user. A lesion appears by its own
+public id (``lesion``, the same in every study) and by the id the study's readers saw (``study_lesion``).
+The statistics modules take these frames (or arrays cut from them) and never query.
 """
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pandas as pd
 from inference.domain import CLASSES, is_malignant
 from readerstudy.cases.models import Lesion
 from readerstudy.predictions.models import Prediction
+from readerstudy.studies.identifiers import lesion_id_in_study
 from readerstudy.studies.models import Read, ReaderStudy
 
 READ_COLUMNS = {
@@ -50,6 +52,8 @@ def reads_frame(study: ReaderStudy, first_only: bool = True) -> pd.DataFrame:
     frame["seconds"] = (frame["submitted_at"] - frame["shown_at"]).dt.total_seconds()
     frame["model_output_shown"] = frame["model_output_shown"].notna()
     frame["field_strength_t"] = frame["field_strength_t"].astype(float)
+    seen_as = frame["lesion"].map(lambda public_id: lesion_id_in_study(study, public_id))
+    frame.insert(frame.columns.get_loc("lesion") + 1, "study_lesion", seen_as)
     model = model_frame(study)
     frame = frame.merge(model.drop(columns=["lesion", "label_index"]), on="lesion_pk", how="left")
     return frame.drop(columns=["lesion_pk"])

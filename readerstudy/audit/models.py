@@ -27,6 +27,7 @@ class AuditEvent(models.Model):
         READ_SUBMITTED = "read submitted"
         MODEL_ACTIVATED = "model activated"
         EXPORTED = "exported"
+        OVERLAP_OVERRIDDEN = "overlap overridden"
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,

@@ -1,17 +1,22 @@
 """Admin pages for readers, studies, assignments, reads and disclosures. A study admin sees the studies they
-administer (``blinding.administered_studies``) and the rows of those studies only; a superuser sees all."""
+administer (``blinding.administered_studies``) and the rows of those studies only; a superuser sees all.
+Assigning readers and changing a study go through the blinding-overlap guard (``overlap``)."""
+
+import copy
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.template.response import TemplateResponse
+from django.utils.html import format_html, format_html_join
 
+from readerstudy.studies import overlap
 from readerstudy.studies.blinding import administered_studies
 from readerstudy.studies.models import (
     READER_GROUP_CHOICES,
     Assignment,
     Disclosure,
+    Feedback,
     Read,
     Reader,
     ReaderStudy,
@@ -19,10 +24,21 @@ from readerstudy.studies.models import (
 from readerstudy.studies.workflow import progress
 
 
+def override_field() -> forms.CharField:
+    return forms.CharField(
+        label="Override blinding overlap — reason",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Only to proceed although readers would meet lesions whose model output or reference they "
+        "were shown elsewhere, or that an open study reveals: why. Recorded in the audit trail.",
+    )
+
+
 class AssignForm(forms.Form):
     study = forms.ModelChoiceField(ReaderStudy.objects.none(), help_text="One of the studies you administer.")
     group = forms.ChoiceField(choices=[("", "Each reader's own group"), *READER_GROUP_CHOICES], required=False,
                               help_text="The group these readers belong to in this study.")  # fmt: skip
+    override_reason = override_field()
 
     def __init__(self, data, studies):
         super().__init__(data)
@@ -49,19 +65,21 @@ class ReaderAdmin(admin.ModelAdmin):
 
     @admin.action(description="Assign the selected readers to a study…", permissions=["change"])
     def assign_to_study(self, request, queryset):
-        """Intermediate page: pick the study and the group; each reader gets their own random order."""
+        """Intermediate page: pick the study and the group; each reader gets their own random order. Refused,
+        listing the conflicts on the page, when it leaves a blinding overlap and no override reason is given."""
         form = AssignForm(request.POST if "apply" in request.POST else None, administered_studies(request.user))
         if form.is_valid():
             study, group = form.cleaned_data["study"], form.cleaned_data["group"] or None
             try:
-                with transaction.atomic():
-                    for reader in queryset:
-                        Assignment.assign(study, reader, group)
+                assigned = overlap.assign_readers(study, queryset, group, form.cleaned_data["override_reason"])
+            except overlap.OverlapRefused as refused:
+                form.add_error(None, refused)
             except ValidationError as error:
                 self.message_user(request, "; ".join(error.messages), messages.ERROR)
                 return None
-            self.message_user(request, f"{queryset.count()} reader(s) assigned to {study}.", messages.SUCCESS)
-            return None
+            else:
+                self.message_user(request, f"{len(assigned)} reader(s) assigned to {study}.", messages.SUCCESS)
+                return None
         context = {**self.admin_site.each_context(request), "title": "Assign readers to a study", "form": form,
                    "readers": queryset, "opts": self.model._meta, "action": "assign_to_study"}  # fmt: skip
         return TemplateResponse(request, "admin/studies/assign_readers.html", context)
@@ -105,8 +123,45 @@ class AssignmentInline(admin.TabularInline):
         return progress_text(assignment)
 
 
+class ReaderStudyForm(forms.ModelForm):
+    """The study's fields and an override reason; a change that adds lesions, opens the study, turns on
+    feedback or changes the design is refused while it leaves a blinding overlap and no reason is given."""
+
+    override_reason = override_field()
+
+    def guarded_change(self) -> str:
+        """What of the guarded changes this form makes to a saved study ("" when none)."""
+        old, new = self.instance, self.cleaned_data
+        if old.pk is None:
+            return ""
+        lesions = new.get("lesions")
+        added = lesions is not None and bool(
+            {lesion.pk for lesion in lesions} - set(old.lesions.values_list("pk", flat=True))
+        )
+        changes = {
+            "lesions added": added,
+            "opened": new.get("is_open", old.is_open) and not old.is_open,
+            "feedback turned on": new.get("feedback", old.feedback) not in (old.feedback, Feedback.NONE),
+            "design changed": new.get("design", old.design) != old.design,
+        }
+        return ", ".join(name for name, made in changes.items() if made)
+
+    def clean(self):
+        cleaned = super().clean()
+        self.conflicts, self.change = [], self.guarded_change()
+        if self.change and not self.errors:
+            prospective = copy.copy(self.instance)
+            for field in ("design", "feedback", "is_open"):
+                setattr(prospective, field, cleaned.get(field, getattr(prospective, field)))
+            # OverlapRefused is a ValidationError: the form lists the conflicts
+            reason = cleaned.get("override_reason", "")
+            self.conflicts = overlap.check(prospective, reason, lesions=cleaned.get("lesions"))
+        return cleaned
+
+
 @admin.register(ReaderStudy)
 class ReaderStudyAdmin(StudyScopedAdmin):
+    form = ReaderStudyForm
     list_display = ("name", "design", "feedback", "is_open", "model_version", "created")
     list_filter = ("design", "feedback", "is_open", "practice")
     filter_horizontal = ("lesions", "admins")
@@ -120,12 +175,22 @@ class ReaderStudyAdmin(StudyScopedAdmin):
         frozen = ("model_version",)  # the pin never changes once the study exists
         if obj.assignments.exists():  # orders are drawn: the lesions and the design are fixed
             frozen += ("lesions", "design")
-        return self.readonly_fields + frozen
+        return (*self.readonly_fields, *frozen, "blinding_overlaps")
+
+    @admin.display(description="Blinding overlaps now")
+    def blinding_overlaps(self, study):
+        """The study's conflicts as saved (``overlap.conflicts``): reader — lesion — reason, or none."""
+        found = overlap.conflicts(study)
+        if not found:
+            return "none"
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((str(c),) for c in found)))
 
     def save_model(self, request, obj, form, change):
         if obj.owner_id is None:
             obj.owner = request.user
         super().save_model(request, obj, form, change)
+        if form.conflicts:
+            overlap.record_override(obj, form.change, form.cleaned_data["override_reason"], form.conflicts)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -89,8 +89,8 @@ class NextLesion(APIView):
             return Response(body)
         lesion = Lesion.objects.get(pk=task.lesion_id)
         Presentation.objects.get_or_create(assignment=assignment, lesion=lesion, phase=task.phase)
-        body["task"] = {"lesion": study_lesion_id(assignment.study, lesion), "phase": task.phase,
-                        "session": task.session}  # fmt: skip
+        lesion_id = study_lesion_id(assignment.study, lesion)
+        body["task"] = {"lesion": lesion_id, "phase": task.phase, "session": task.session}
         if task.phase == Phase.AIDED:
             body["assist"], _ = disclose(assignment, lesion, reveal(assignment, lesion.pk, now), "assist")
         body["viewer"] = descriptor(assignment.study, lesion)

@@ -33,6 +33,7 @@ from readerstudy.audit.recording import record
 from readerstudy.cases.models import Lesion
 from readerstudy.predictions.models import ModelVersion, Prediction
 from readerstudy.studies.models import Assignment, Disclosure, Presentation, Read, Reader, ReaderStudy
+from readerstudy.studies.overlap import OverlapRefused, guard
 
 FORMAT = "liverread-study-archive"
 FORMAT_VERSION = 1
@@ -207,13 +208,14 @@ def _verified_document(path: Path) -> dict:
 # --- restoring ---------------------------------------------------------------------------------------------
 
 
-def import_study(path: Path) -> ReaderStudy:
+def import_study(path: Path, override_reason: str = "") -> ReaderStudy:
     """Restore the study archived in ``path`` in one transaction, and record it in the audit trail; any problem
-    raises ArchiveError (naming the file and the problem) and writes nothing."""
+    raises ArchiveError (naming the file and the problem) and writes nothing. A restored study that leaves a
+    blinding overlap with this database's studies (``overlap``) is refused unless ``override_reason`` is given."""
     document = _verified_document(path)
     try:
         with transaction.atomic():
-            return _restore(document["payload"], Path(path).name, document["payload_sha256"])
+            return _restore(document["payload"], Path(path).name, document["payload_sha256"], override_reason)
     except ArchiveError as exc:
         problem = str(exc)
     except IntegrityError as exc:
@@ -223,7 +225,7 @@ def import_study(path: Path) -> ReaderStudy:
     raise ArchiveError(f"{path}: {problem}; nothing was restored")
 
 
-def _restore(payload: dict, file_name: str, digest: str) -> ReaderStudy:
+def _restore(payload: dict, file_name: str, digest: str, override_reason: str) -> ReaderStudy:
     archived = payload["study"]
     clash = ReaderStudy.objects.filter(Q(name=archived["name"]) | Q(public_id=archived["public_id"])).first()
     if clash:
@@ -261,6 +263,10 @@ def _restore(payload: dict, file_name: str, digest: str) -> ReaderStudy:
     record(AuditEvent.Action.STUDY_CREATED, study, f"study {study.name!r} restored from the archive {file_name}",
            after={"file": file_name, "payload_sha256": digest, "readers": len(assignments),
                   "reads": len(reads)})  # fmt: skip
+    try:
+        guard(study, f"restored from the archive {file_name}", override_reason)
+    except OverlapRefused as exc:
+        raise ArchiveError("\n".join(exc.messages)) from None
     return study
 
 

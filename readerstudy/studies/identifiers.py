@@ -31,6 +31,11 @@ def study_lesion_id(study, lesion: Lesion) -> str:
     return _keyed_id(study.public_id, lesion.public_id)
 
 
+def lesion_id_in_study(study, lesion_public_id: str) -> str:
+    """The id in ``study`` of the lesion whose own public id is ``lesion_public_id`` (for exports)."""
+    return _keyed_id(study.public_id, lesion_public_id)
+
+
 def study_lesion_ids(study) -> dict[int, str]:
     """Every lesion of ``study``: primary key → its id in the study."""
     return {pk: _keyed_id(study.public_id, public_id) for pk, public_id in study.lesions.values_list("pk", "public_id")}

@@ -28,25 +28,33 @@ from django.db import transaction
 from readerstudy.cases.models import Lesion
 from readerstudy.predictions.models import ModelVersion
 from readerstudy.studies.management.commands.make_demo import ACCOUNTS_FILE
-from readerstudy.studies.models import Assignment, Design, Feedback, Reader, ReaderStudy
+from readerstudy.studies.models import Design, Feedback, Reader, ReaderStudy
+from readerstudy.studies.overlap import OverlapRefused, assign_readers
 from readerstudy.studies.simulation import simulate_reads
 
 FIELD_OF_VIEW_MM = 120.0
 DEMO_STUDIES = {
     "feedback": {
-        "name": "Demo: unaided reading with model feedback", "design": Design.UNAIDED, "feedback": Feedback.MODEL,
+        "name": "Demo: unaided reading with model feedback",
+        "design": Design.UNAIDED,
+        "feedback": Feedback.MODEL,
         "instructions": "Read each lesion; after each locked read you see the model's output and saliency maps.",
     },
     "sequential": {
-        "name": "Demo: sequential AI-assisted reading", "design": Design.SEQUENTIAL, "feedback": Feedback.NONE,
+        "name": "Demo: sequential AI-assisted reading",
+        "design": Design.SEQUENTIAL,
+        "feedback": Feedback.NONE,
         "instructions": "Give your read, then see the model's output and read the lesion again.",
     },
     "practice": {
-        "name": "Demo: practice with the reference diagnosis", "design": Design.UNAIDED,
-        "feedback": Feedback.REFERENCE, "practice": True, "allow_revisit": True,
+        "name": "Demo: practice with the reference diagnosis",
+        "design": Design.UNAIDED,
+        "feedback": Feedback.REFERENCE,
+        "practice": True,
+        "allow_revisit": True,
         "instructions": "Practice: after each read you see the model's output and the reference diagnosis.",
     },
-}  # fmt: skip
+}
 DEAL = ("sequential", "feedback", "sequential", "practice")
 """The open demo study each lesion goes to, in turn, down the sorted test split."""
 SIMULATED_STUDY = {
@@ -77,8 +85,10 @@ class Command(BaseCommand):
             raise CommandError(f"no test-split lesions of dataset {dataset!r}: run make_demo first")
         shares = split_lesions(lesions)
         if not all(shares.values()):
-            raise CommandError(f"{len(lesions)} test-split lesions of dataset {dataset!r} are too few for three "
-                               f"disjoint demo studies: {len(DEAL)} at least")  # fmt: skip
+            raise CommandError(
+                f"{len(lesions)} test-split lesions of dataset {dataset!r} are too few for three "
+                f"disjoint demo studies: {len(DEAL)} at least"
+            )
         if not ModelVersion.objects.filter(is_active=True).exists():
             raise CommandError("no active model version: train or register one first (make run does)")
         owner = get_user_model().objects.filter(username="studyadmin").first()
@@ -91,8 +101,10 @@ class Command(BaseCommand):
             )
             if created:
                 study.lesions.set(share)
-            for reader in readers:
-                Assignment.assign(study, reader)
+            try:
+                assign_readers(study, readers)  # the set-up guard: the demo builds no overlap
+            except OverlapRefused as refused:
+                raise CommandError("\n".join(refused.messages)) from None
             if spec is SIMULATED_STUDY:
                 simulate_reads(study)
             self.stdout.write(f"{study.name}: {study.lesions.count()} lesions, {study.assignments.count()} readers")
