@@ -114,14 +114,14 @@ def run(world: dict, reads: int) -> None:
             page.evaluate("document.addEventListener('keydown', () => { window.nextPressed = performance.now() }, "
                           "{ once: true, capture: true })")  # fmt: skip
             page.keyboard.press("Enter")
-            page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion !== '{shown}'")
+            page.wait_for_function(f"() => liverread.mode === 'reading' && liverread.shownLesion !== '{shown}'")
             times.append(page.evaluate("liverread.readyAt - window.nextPressed") / 1000)
         page.keyboard.press("2")
         page.keyboard.press("3")
         page.keyboard.type("20")
         page.keyboard.press("Enter")
         page.wait_for_selector("#next:not([hidden])")
-        page.wait_for_function("document.getElementById('status').dataset.kind === 'ready'")
+        page.wait_for_function("() => document.getElementById('status').dataset.kind === 'ready'")
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SCREENSHOT)
         sent: dict[str, int] = {}

@@ -89,6 +89,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "readerstudy.content_security.content_security_policy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "readerstudy.unavailable.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
+from django.db import connections
 
 from inference.dataset import copy_first_cases
 from inference.domain import CLASSES, SEQUENCES
@@ -145,3 +146,17 @@ def eight_lesions(dataset, media):
     dataset.write_manifest()
     import_dataset(dataset.root, dataset="trial")
     return list(Lesion.objects.all())
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    """Debian's chromium, driven by playwright, for the browser tests."""
+    from browser import CHROMIUM, LAUNCH_ARGS
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the test's ORM calls sit beside playwright's loop
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+        connections.close_all()  # the test's ORM calls ran in playwright's context, on a connection of their own

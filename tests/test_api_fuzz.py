@@ -62,7 +62,7 @@ def wsgi_app():
 @pytest.fixture
 def open_study(eight_lesions):
     """An open practice study (reference feedback, revisiting, amending) of eight lesions, owned by a study
-    admin, with one assigned reader who has read three lesions."""
+    admin, with one assigned reader who has read three lesions and is reading the fourth ("unread")."""
     owner = get_user_model().objects.create_user("owner", password="x", is_staff=True)
     group = Group.objects.create(name=STUDY_ADMINS_GROUP)
     group.permissions.set(Permission.objects.filter(content_type__app_label__in=["cases", "studies"]))
@@ -78,8 +78,9 @@ def open_study(eight_lesions):
         assert read(client, study, task).status_code == 201
         done.append(task["lesion"])
     lesions = [study_lesion_id(study, lesion) for lesion in eight_lesions]
+    unread = next_task(client, study)["task"]["lesion"]  # the one being read: known to the reader, not revealed
     return {"study": study, "reader": reader.user, "reader client": client, "owner": owner, "lesions": lesions,
-            "read": done[0], "unread": next(lesion for lesion in lesions if lesion not in done)}  # fmt: skip
+            "read": done[0], "unread": unread}  # fmt: skip
 
 
 @dataclass

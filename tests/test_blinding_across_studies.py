@@ -3,7 +3,7 @@ of theirs reveals its reference or the model's output, on any endpoint, in any s
 served file names and ETags differ from study to study."""
 
 import pytest
-from test_blinding import body_of
+from test_blinding import ENDPOINTS, body_of
 from test_reading import make_reader, new_study, next_task, read
 from test_training import one_thread  # noqa: F401 (autouse: tiny networks run faster on one thread)
 
@@ -13,20 +13,6 @@ from readerstudy.studies.models import Design, Disclosure, Feedback
 
 pytestmark = pytest.mark.django_db
 
-ENDPOINTS = {
-    "reading page": "/studies/{s}/read/",
-    "my studies": "/api/studies/",
-    "next": "/api/studies/{s}/next/",
-    "progress": "/api/studies/{s}/progress/",
-    "my reads": "/api/studies/{s}/reads/",
-    "lesion": "/api/studies/{s}/lesions/{l}/",
-    "feedback": "/api/studies/{s}/lesions/{l}/feedback/",
-    "image": "/studies/{s}/lesions/{l}/T2WI.nii.gz",
-    "heat": "/studies/{s}/lesions/{l}/PVP.heat.nii.gz",
-    "dashboard": "/studies/{s}/dashboard/",
-    "results": "/api/studies/{s}/results/",
-    "export": "/studies/{s}/export/reads.csv",
-}
 REVEALING = {  # studies that show something of a lesion: the model's output, and in practice the reference
     "practice": {"feedback": Feedback.REFERENCE, "practice": True, "allow_revisit": True},
     "model feedback": {"feedback": Feedback.MODEL},

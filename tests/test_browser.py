@@ -7,13 +7,11 @@ import io
 import nibabel as nib
 import numpy as np
 import pytest
-from browser import CHROMIUM, HEAT_IN_LESION, LAUNCH_ARGS, PIXELS, all_ready
+from browser import HEAT_IN_LESION, PIXELS, all_ready
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import connections
 from matplotlib import image as mpimg
-from playwright.sync_api import sync_playwright
 from test_reading import make_reader, new_study
 from test_training import one_thread  # noqa: F401 (autouse: tiny networks run faster on one thread)
 
@@ -26,16 +24,6 @@ from readerstudy.studies.viewing import served_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 IMAGE = ".lr-viewport canvas"
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the test's ORM calls sit beside playwright's loop
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield chromium
-        chromium.close()
-        connections.close_all()  # the test's ORM calls ran in playwright's context, on a connection of their own
 
 
 @pytest.fixture
@@ -179,8 +167,8 @@ def test_a_reader_reads_three_lesions_in_the_viewer_with_feedback_after_each(bro
         assert page.evaluate("liverread.shownLesion") == order[n]
         assert all(p["coloured"] == 0 for p in pixels(page).values())
         submit_by_keyboard(page, *keys)
-        page.wait_for_function("liverread.mode === 'feedback' && !document.getElementById('reveal').hidden")
-        page.wait_for_function("document.getElementById('status').dataset.kind === 'ready'")
+        page.wait_for_function("() => liverread.mode === 'feedback' && !document.getElementById('reveal').hidden")
+        page.wait_for_function("() => document.getElementById('status').dataset.kind === 'ready'")
         drawn_heat = {h["name"]: h for h in page.evaluate(HEAT_IN_LESION)}
         for name, heat in lesion_heat(study, order[n]).items():
             assert drawn_heat[name]["outlined"], f"lesion {n + 1}, {name}: not on the lesion's slice"
@@ -191,7 +179,7 @@ def test_a_reader_reads_three_lesions_in_the_viewer_with_feedback_after_each(bro
             page.screenshot(path=shot("feedback.png"))
         page.keyboard.press("Enter")
         if n < 2:
-            page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion === '{order[n + 1]}'")
+            page.wait_for_function(f"() => liverread.mode === 'reading' && liverread.shownLesion === '{order[n + 1]}'")
     page.wait_for_selector("#done:not([hidden])")
     assert strong, "no lesion had strong heat on its slice: the colour check was vacuous"
     reads = Read.objects.filter(assignment__reader__user__username="reader-a").order_by("submitted_at")
@@ -204,7 +192,7 @@ def test_a_reader_reads_three_lesions_in_the_viewer_with_feedback_after_each(bro
 def test_a_second_reader_sees_nothing_of_the_first_readers_reads(browser, live_server, study):
     first, _ = open_reading(browser, live_server, study, "reader-a")
     submit_by_keyboard(first, "5", "4", "80")
-    first.wait_for_function("liverread.mode === 'feedback'")
+    first.wait_for_function("() => liverread.mode === 'feedback'")
     a_read = Read.objects.get()
     page, errors = open_reading(browser, live_server, study, "reader-b")
     assert page.evaluate("liverread.shownLesion") == order_of(study, "reader-b")[0]
@@ -227,15 +215,15 @@ def test_a_reader_revisits_and_amends_a_read_where_the_study_allows_it(browser, 
     order = order_of(study, "reader-r")
     page, errors = open_reading(browser, live_server, study, "reader-r")
     submit_by_keyboard(page, "5", "4", "80")
-    page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion === '{order[1]}'")
+    page.wait_for_function(f"() => liverread.mode === 'reading' && liverread.shownLesion === '{order[1]}'")
     page.click("#history button")
-    page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion === '{order[0]}'")
+    page.wait_for_function(f"() => liverread.mode === 'reading' && liverread.shownLesion === '{order[0]}'")
     assert page.locator("[name=diagnosis][value=HCC]").is_checked() and page.input_value("#malignancy") == "80"
     page.keyboard.press("2")
     page.keyboard.press("3")
     page.fill("#malignancy", "15")
     page.keyboard.press("Enter")
-    page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion === '{order[1]}'")
+    page.wait_for_function(f"() => liverread.mode === 'reading' && liverread.shownLesion === '{order[1]}'")
     first, amendment = Read.objects.order_by("submitted_at")
     assert (first.diagnosis, first.malignancy) == (4, 80) and amendment.supersedes == first
     assert (amendment.diagnosis, amendment.confidence, amendment.malignancy) == (1, 3, 15)
@@ -253,14 +241,15 @@ def test_a_sequential_study_shows_the_model_before_the_aided_read_of_the_same_le
     assert page.locator("#phase").get_attribute("data-phase") == "unaided" and page.locator("#reveal").is_hidden()
     assert all(p["coloured"] == 0 for p in pixels(page).values())
     submit_by_keyboard(page, "1", "2", "30")
-    page.wait_for_function("liverread.mode === 'reading' && liverread.task.phase === 'aided'")
+    page.wait_for_function("() => liverread.mode === 'reading' && liverread.task.phase === 'aided'")
     assert page.evaluate("liverread.shownLesion") == order[0]  # the same lesion, not reloaded
     assert page.locator("#reveal").is_visible() and "Model" in page.locator("#reveal").inner_text()
-    assert sum(p["coloured"] > 0 for p in pixels(page).values()) >= 1  # the saliency overlay is drawn
+    # the saliency overlay is drawn (a frame or two after the panel shows)
+    page.wait_for_function(f"() => ({PIXELS})('{IMAGE}').some((p) => p.coloured > 0)", timeout=10_000)
     submit_by_keyboard(page, "5", "4", "85")
-    page.wait_for_function("liverread.mode === 'feedback'")
+    page.wait_for_function("() => liverread.mode === 'feedback'")
     page.keyboard.press("Enter")
-    page.wait_for_function(f"liverread.mode === 'reading' && liverread.shownLesion === '{order[1]}'")
+    page.wait_for_function(f"() => liverread.mode === 'reading' && liverread.shownLesion === '{order[1]}'")
     unaided, aided = Read.objects.order_by("submitted_at")
     assert (unaided.phase, unaided.diagnosis, unaided.prediction_shown) == ("unaided", 0, None)
     assert (aided.phase, aided.diagnosis, aided.malignancy) == ("aided", 4, 85)

@@ -139,3 +139,18 @@ def test_too_few_test_lesions_for_three_disjoint_studies_are_refused(demo):
     with pytest.raises(CommandError, match="3 test-split lesions .* too few"):
         call_command("make_demo_studies", stdout=io.StringIO())
     assert not ReaderStudy.objects.exists()
+
+
+def test_demo_studies_that_overlap_from_before_are_kept_with_a_warning(demo):
+    """A var/ whose open demo studies share every lesion (as an earlier make_demo_studies made them) still
+    starts: nothing is reassigned, and the command says why to rebuild."""
+    readers = list(Reader.objects.all())
+    for spec in DEMO_STUDIES.values():
+        study = ReaderStudy.objects.create(**spec)
+        study.lesions.set(demo)
+        for reader in readers:
+            Assignment.assign(study, reader)
+    err = io.StringIO()
+    call_command("make_demo_studies", stdout=io.StringIO(), stderr=err)
+    assert err.getvalue().count("shares lesions with another demo study") == len(DEMO_STUDIES)
+    assert Assignment.objects.filter(study__is_open=True).count() == len(DEMO_STUDIES) * len(readers)

@@ -29,7 +29,7 @@ from readerstudy.cases.models import Lesion
 from readerstudy.predictions.models import ModelVersion
 from readerstudy.studies.management.commands.make_demo import ACCOUNTS_FILE
 from readerstudy.studies.models import Design, Feedback, Reader, ReaderStudy
-from readerstudy.studies.overlap import OverlapRefused, assign_readers
+from readerstudy.studies.overlap import OverlapRefused, assign_readers, conflicts
 from readerstudy.studies.simulation import simulate_reads
 
 FIELD_OF_VIEW_MM = 120.0
@@ -101,10 +101,15 @@ class Command(BaseCommand):
             )
             if created:
                 study.lesions.set(share)
-            try:
-                assign_readers(study, readers)  # the set-up guard: the demo builds no overlap
+            try:  # through the set-up guard: the demo builds no overlap
+                assign_readers(study, readers.exclude(assignments__study=study))
             except OverlapRefused as refused:
                 raise CommandError("\n".join(refused.messages)) from None
+            if not created and conflicts(study):
+                self.stderr.write(
+                    f"{study.name} shares lesions with another demo study (made by an earlier version); "
+                    "the blinding rules hold back what would leak; delete var/ to rebuild the demo."
+                )
             if spec is SIMULATED_STUDY:
                 simulate_reads(study)
             self.stdout.write(f"{study.name}: {study.lesions.count()} lesions, {study.assignments.count()} readers")
