@@ -35,10 +35,13 @@ run: install
 	$(PY) manage.py runserver 127.0.0.1:8000
 
 # Debian's docker-compose validates docker-compose.yml offline in the tests; Debian's chromium runs the browser
-# tests (driven by playwright's Python package, which never downloads a browser of its own).
+# tests (driven by playwright's Python package, which never downloads a browser of its own); PostgreSQL's server
+# binaries and redis-server run the private services of the fault tests, and of make test where the machine's
+# own are not running.
 test-tools:
-	@command -v docker-compose >/dev/null && command -v chromium >/dev/null || { apt-get update -qq && \
-		apt-get install -y -qq docker-compose chromium >/dev/null; }
+	@command -v docker-compose >/dev/null && command -v chromium >/dev/null && command -v redis-server >/dev/null \
+		&& ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
+		apt-get install -y -qq docker-compose chromium postgresql redis-server >/dev/null; }
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -48,9 +51,10 @@ lint: install
 # with Redis as the broker where a test asks for it: the two passes run side by side (one per core), each
 # with its own var folder. The tests that start a real Celery worker or a real browser run in the PostgreSQL
 # pass only; the fault tests (marker faults: they break a PostgreSQL cluster, redis-server and media storage
-# of their own) in the SQLite pass only.
+# of their own) in the SQLite pass only. PostgreSQL and Redis are the machine's on 127.0.0.1 when they answer,
+# else private ones started for the run and removed after it (tests/with_services.py).
 test: install test-tools lint
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgresql
+	$(PY) tests/with_services.py $(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgresql
 
 test-sqlite:
 	LIVERREAD_VAR=$(CURDIR)/var/test/sqlite TEST_REDIS_URL=$(TEST_REDIS_URL) \

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -28,12 +27,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from inference.config import Config, load_config
-from inference.dataset import CaseRejected, load_case, sha256_file
+from inference.dataset import CaseRejected, load_case
 from inference.domain import CLASSES, SPLITS
 from inference.manifest import read_manifest
 from inference.model import MALIGNANT_INDICES, LiverLesionNet, select_device
 from inference.preprocess import preprocess_lesion
-from inference.training import RUN_MANIFEST, process_pool
+from inference.runs import RUN_MANIFEST, verify_run
+from inference.training import process_pool
 
 MALIGNANT_THRESHOLD = 0.5
 """A lesion is predicted malignant when p_malignant (binary head) ≥ this."""
@@ -42,32 +42,6 @@ CSV_COLUMNS = (
     "case", "lesion", "patient", "split", "label", "predicted", "predicted_malignant", "p_malignant",
     "p_malignant_seven", *(f"p_{name}" for name in CLASSES), "error",
 )  # fmt: skip
-
-
-def verify_run(run_dir: Path) -> dict[str, str]:
-    """Check every file listed in ``run_dir/manifest.json`` against its SHA-256; returns {name: sha256}.
-
-    ValueError names the first missing, unlisted-but-required or altered file.
-    """
-    run_dir = Path(run_dir)
-    try:
-        listed = json.loads((run_dir / RUN_MANIFEST).read_text(encoding="utf-8"))["files"]
-    except FileNotFoundError:
-        raise ValueError(f"{run_dir / RUN_MANIFEST}: missing (an unfinished run, or not a run folder)") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(f"{run_dir / RUN_MANIFEST}: not a run manifest") from None
-    for name, digest in sorted(listed.items()):
-        path = run_dir / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise ValueError(f"{run_dir / RUN_MANIFEST}: file name {name!r} leaves the run folder")
-        if not path.is_file():
-            raise ValueError(f"{path}: listed in {RUN_MANIFEST} but missing")
-        if sha256_file(path) != digest:
-            raise ValueError(f"{path}: SHA-256 differs from {RUN_MANIFEST} (file altered or corrupted)")
-    for name in ("config.json", "metrics.json"):
-        if name not in listed:
-            raise ValueError(f"{run_dir / name}: not listed in {RUN_MANIFEST}")
-    return listed
 
 
 class Ensemble:

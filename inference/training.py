@@ -51,8 +51,8 @@ from inference.domain import CLASSES, MEDIUM_LESION_MM, SPLITS
 from inference.manifest import MANIFEST_NAME, CaseEntry, read_manifest
 from inference.model import MALIGNANT_INDICES, LiverLesionNet, multitask_loss, select_device
 from inference.preprocess import preprocess_lesion
+from inference.runs import RUN_MANIFEST
 
-RUN_MANIFEST = "manifest.json"
 SELECTION = "highest validation seven-way accuracy; ties: lower validation loss, then the earlier epoch"
 
 

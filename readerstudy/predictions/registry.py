@@ -14,7 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from inference.prediction import verify_run
+from inference.runs import verify_run
 from readerstudy.audit.models import AuditEvent
 from readerstudy.audit.recording import record
 from readerstudy.predictions.dispatch import enqueue_predictions

@@ -10,8 +10,6 @@ silent run and ``inference.training.train`` resumes it from its last saved epoch
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from readerstudy.predictions.runner import run_batch
-
 
 @shared_task(
     acks_late=True,
@@ -23,6 +21,8 @@ from readerstudy.predictions.runner import run_batch
 )
 def predict_batch(prediction_ids: list[int]) -> dict[str, int]:
     """Compute the predictions ``prediction_ids`` (those not already done or claimed by a live worker)."""
+    from readerstudy.predictions.runner import run_batch  # torch and MONAI: the worker's, never the web's
+
     return run_batch(prediction_ids)
 
 
