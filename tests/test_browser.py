@@ -275,3 +275,19 @@ def test_the_study_admin_sees_the_dashboard_figures_drawn(browser, live_server, 
     sizes = page.evaluate("[...document.querySelectorAll('section svg')].map((s) => s.getBoundingClientRect().width)")
     assert len(sizes) == 4 and min(sizes) > 250
     page.screenshot(path=shot("dashboard.png"), full_page=True)
+
+
+def test_an_aided_read_waits_while_its_lesion_is_owed_unaided_in_another_study(browser, live_server, predicted):
+    reader = make_reader("reader-w", "resident")
+    reader.user.set_password("a-long-test-password")
+    reader.user.save()
+    new_study(predicted, [reader], name="Blinded study")  # owes an unaided read of every lesion
+    study = new_study(predicted, [reader], name="Sequential study", design="sequential")
+    page, errors = open_reading(browser, live_server, study, "reader-w")
+    submit_by_keyboard(page, "1", "2", "30")
+    page.wait_for_function("() => liverread.mode === 'waiting'")
+    assert page.locator("#answer").is_hidden() and "waits" in page.locator("#status").inner_text()
+    assert "read this lesion in another study" in page.locator("#reveal").inner_text()
+    assert "Blinded study" not in page.content() and "tiny-secret-model" not in page.content()
+    assert all(p["coloured"] == 0 for p in pixels(page).values())  # no saliency drawn
+    assert errors == []

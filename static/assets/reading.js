@@ -125,6 +125,7 @@
     if (aided) await reveal(next.assist, "Model output (before your aided read)");
     if (aided && !next.assist.revealed.length) { // held back while this lesion is owed in another study
       form.hidden = true;
+      $("phase").textContent = "Aided read: it waits for the model's output.";
       page.mode = "waiting";
       status("This aided read waits: read the lesion in your other study first.", "error");
       return;
