@@ -291,3 +291,20 @@ def test_an_aided_read_waits_while_its_lesion_is_owed_unaided_in_another_study(b
     assert "Blinded study" not in page.content() and "tiny-secret-model" not in page.content()
     assert all(p["coloured"] == 0 for p in pixels(page).values())  # no saliency drawn
     assert errors == []
+
+
+def test_an_aided_read_waits_for_a_prediction_being_computed_then_opens_by_itself(browser, live_server, predicted):
+    reader = make_reader("reader-p", "resident")
+    reader.user.set_password("a-long-test-password")
+    reader.user.save()
+    study = new_study(predicted, [reader], name="Sequential study", design="sequential")
+    prediction = study.prediction_for(lesion_in_study(study, order_of(study, "reader-p")[0]))
+    type(prediction).objects.filter(pk=prediction.pk).update(status="running")
+    page, errors = open_reading(browser, live_server, study, "reader-p")
+    submit_by_keyboard(page, "1", "2", "30")
+    page.wait_for_function("() => liverread.mode === 'waiting'")
+    assert page.locator("#answer").is_hidden() and "being computed" in page.locator("#status").inner_text()
+    type(prediction).objects.filter(pk=prediction.pk).update(status="done")
+    page.wait_for_function("() => liverread.mode === 'reading' && liverread.task.phase === 'aided'", timeout=20_000)
+    assert "tiny-secret-model" in page.locator("#reveal").inner_text() and page.locator("#answer").is_visible()
+    assert errors == []

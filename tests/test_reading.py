@@ -174,6 +174,40 @@ def test_sequential_reading_reveals_the_model_before_a_second_aided_read(client,
     assert next_task(client, study)["task"]["lesion"] != first["task"]["lesion"]
 
 
+@pytest.mark.parametrize("pending", ["queued", "running"])
+def test_an_aided_read_waits_for_its_prediction_and_opens_once_it_is_done(client, predicted, pending):
+    reader = make_reader("r1")
+    study = new_study(predicted, [reader], design="sequential")
+    first = next_task(as_user(client, reader), study)["task"]
+    prediction = study.prediction_for(lesion_in_study(study, first["lesion"]))
+    type(prediction).objects.filter(pk=prediction.pk).update(status=pending)
+    read(client, study, first)
+    for _ in range(2):  # the page asks again while it waits: nothing is recorded as shown
+        waiting = next_task(client, study)
+        assert waiting["task"]["phase"] == "aided" and waiting["assist"]["model"]["status"] == pending
+        assert "probabilities" not in waiting["assist"]["model"]
+    answer = read(client, study, waiting["task"])
+    assert answer.status_code == 409 and "being computed" in answer.json()["detail"]
+    assert not Disclosure.objects.exists() and not Read.objects.filter(phase="aided").exists()
+    type(prediction).objects.filter(pk=prediction.pk).update(status="done")
+    assert next_task(client, study)["assist"]["model"]["status"] == "done"
+    assert read(client, study, waiting["task"]).status_code == 201
+    assert Read.objects.get(phase="aided").prediction_shown == prediction
+
+
+def test_an_aided_read_after_a_failed_prediction_goes_on_and_records_the_failure(client, predicted):
+    reader = make_reader("r1")
+    study = new_study(predicted, [reader], design="sequential")
+    first = next_task(as_user(client, reader), study)["task"]
+    prediction = study.prediction_for(lesion_in_study(study, first["lesion"]))
+    type(prediction).objects.filter(pk=prediction.pk).update(status="failed")
+    read(client, study, first)
+    assert next_task(client, study)["assist"]["model"]["status"] == "failed"
+    assert read(client, study, {**first, "phase": "aided"}).status_code == 201
+    shown = Disclosure.objects.get(purpose="assist")
+    assert shown.prediction is None and Read.objects.get(phase="aided").disclosure == shown
+
+
 def test_feedback_after_each_read_shows_model_output_and_saliency_and_records_it(client, predicted):
     reader = make_reader("r1")
     study = new_study(predicted, [reader], feedback="model")

@@ -26,7 +26,7 @@ from readerstudy.studies.blinding import (
     reveal,
     study_lesion,
 )
-from readerstudy.studies.disclosure import disclose
+from readerstudy.studies.disclosure import PENDING, disclose
 from readerstudy.studies.identifiers import study_lesion_id
 from readerstudy.studies.models import Assignment, Disclosure, Phase, Presentation, Read
 from readerstudy.studies.serializers import (
@@ -163,6 +163,9 @@ def read_fields(assignment: Assignment, lesion: Lesion, values: dict) -> dict:
         shown = Disclosure.objects.filter(assignment=assignment, lesion=lesion, purpose="assist").last()
         if shown is None and MODEL in reveal(assignment, lesion.pk).withheld:
             raise Conflict(f"This aided read waits for the AI output. {STILL_OWED_ELSEWHERE}")
+        prediction = assignment.study.prediction_for(lesion)
+        if shown is None and prediction is not None and prediction.status in PENDING:
+            raise Conflict("This aided read waits for the model's output for this lesion, which is being computed.")
         if shown is None:
             raise Conflict("An aided read follows the AI output: open the lesion first.")
         fields |= {"disclosure": shown, "prediction_shown": shown.prediction}

@@ -2,8 +2,9 @@
 
 ``disclose`` builds what ``blinding.reveal`` allows for one lesion and writes a Disclosure row naming
 the prediction shown (so the model version and checkpoint hashes), the reader and the time. A prediction
-that is queued, running or failed is disclosed as its status only. What another open study of the reader
-holds back is named only as held back ("withheld"), and nothing held back is recorded as shown.
+that is queued, running or failed is disclosed as its status only; before an aided read a queued or running
+one is not recorded at all (the read waits for it: ``PENDING``). What another open study of the reader holds
+back is named only as held back ("withheld"), and nothing held back is recorded as shown.
 """
 
 from inference.domain import CLASS_TITLES, CLASSES, SEQUENCES
@@ -13,6 +14,8 @@ from readerstudy.studies.identifiers import study_lesion_id
 from readerstudy.studies.models import Assignment, Disclosure
 from readerstudy.studies.viewing import volume_url
 
+PENDING = ("queued", "running")
+"""Prediction statuses an aided read waits for."""
 STATUS_TEXT = {
     "queued": "The model's output for this lesion is not ready yet (queued).",
     "running": "The model is computing its output for this lesion now.",
@@ -60,6 +63,8 @@ def disclose(assignment: Assignment, lesion: Lesion, shown: Reveal, purpose: str
                 ]
         else:
             payload["model"]["message"] = STATUS_TEXT[status]
+            if purpose == "assist" and status in PENDING:
+                return payload, None
     if REFERENCE in allowed:
         payload["reference"] = {"class": CLASSES[lesion.label], "title": CLASS_TITLES[CLASSES[lesion.label]]}
     record = Disclosure.objects.create(

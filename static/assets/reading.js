@@ -123,17 +123,26 @@
     resetForm();
     if (page.shownLesion !== next.task.lesion) await showLesion(next.task.lesion, next.viewer);
     if (aided) await reveal(next.assist, "Model output (before your aided read)");
-    if (aided && !next.assist.revealed.length) { // held back while this lesion is owed in another study
-      form.hidden = true;
-      $("phase").textContent = "Aided read: it waits for the model's output.";
-      page.mode = "waiting";
-      status("This aided read waits: read the lesion in your other study first.", "error");
-      return;
-    }
+    const computing = aided && next.assist.model && PENDING.includes(next.assist.model.status);
+    if (aided && (computing || !next.assist.revealed.length)) return wait(computing);
     form.hidden = false;
     page.mode = "reading";
     page.readyAt = performance.now();
     status("Ready.", "ready");
+  }
+
+  // An aided read waits for the model's output: while it is computed, or while another study of the reader
+  // holds it back. The page asks again every POLL_MS and goes on by itself once it is shown.
+  const PENDING = ["queued", "running"];
+  const POLL_MS = 5000;
+
+  function wait(computing) {
+    form.hidden = true;
+    $("phase").textContent = "Aided read: it waits for the model's output.";
+    page.mode = "waiting";
+    status(computing ? "The model's output for this lesion is being computed; the aided read opens when it is ready."
+      : "This aided read waits: read the lesion in your other study first.", computing ? "info" : "error");
+    setTimeout(() => { if (page.mode === "waiting") loadNext().catch(fail); }, POLL_MS);
   }
 
   function finish(progress) {
