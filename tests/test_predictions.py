@@ -11,12 +11,13 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
+from test_reading import make_reader, new_study
 from test_training import one_thread, tiny_config  # noqa: F401 (one_thread: autouse)
 
 from inference.nifti import load_volume
 from readerstudy.cases.importer import import_dataset
 from readerstudy.cases.models import Lesion
-from readerstudy.predictions.dispatch import dispatch, enqueue_predictions, sweep
+from readerstudy.predictions.dispatch import dispatch, enqueue_predictions, needed_first, sweep
 from readerstudy.predictions.models import ModelVersion, Prediction, Saliency, TrainingRun
 from readerstudy.predictions.registry import RegistrationError, activate, register_run
 from readerstudy.predictions.runner import claim, run_batch
@@ -281,3 +282,16 @@ def test_the_sweep_resumes_a_training_run_whose_worker_went_silent(phantom_cohor
 def test_train_model_names_a_bad_dataset_folder(tmp_path, media):
     with pytest.raises(CommandError, match=r"--data .*: no manifest\.csv"):
         call_command("train_model", "--data", str(tmp_path), verbosity=0)
+
+
+def test_predictions_are_sent_in_the_order_readers_need_their_lesions(eight_lesions):
+    """Open studies' lesions first, as their readers meet them (every reader's first, then every second);
+    a lesion no open study holds after them, and a closed study's order counts for nothing."""
+    version = ModelVersion.objects.create(name="v", config={}, run_path="models/v", files_sha256={}, metrics={})
+    rows = {lesion.pk: Prediction.objects.create(model_version=version, lesion=lesion) for lesion in eight_lesions}
+    open_study = new_study(eight_lesions[:5], [make_reader("a"), make_reader("b")], name="Open")
+    new_study(eight_lesions[::-1], [make_reader("c")], name="Closed", is_open=False)
+    first, second = (a.orders[0] for a in open_study.assignments.order_by("pk"))
+    interleaved = list(dict.fromkeys(pk for pair in zip(first, second, strict=True) for pk in pair))
+    rest = sorted(set(rows) - set(interleaved))
+    assert needed_first(Prediction.objects.all()) == [rows[pk].pk for pk in interleaved + rest]

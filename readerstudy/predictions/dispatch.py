@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from readerstudy.cases.models import Case, Lesion
 from readerstudy.predictions.models import ModelVersion, Prediction, TrainingRun
+from readerstudy.predictions.signals import lesions_needed_first
 from readerstudy.predictions.tasks import predict_batch, train_model
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,20 @@ def enqueue_predictions(version: ModelVersion, lesions=None) -> int:
     new = [Prediction(model_version=version, lesion_id=pk) for pk in lesions.exclude(pk__in=have).values_list(
         "pk", flat=True)]  # fmt: skip
     Prediction.objects.bulk_create(new, ignore_conflicts=True)
-    ids = list(
-        Prediction.objects.filter(model_version=version, lesion__in=lesions, status=Prediction.Status.QUEUED)
-        .filter(dispatched_at__isnull=True)
-        .values_list("pk", flat=True)
-    )
-    dispatch(ids)
+    rows = Prediction.objects.filter(model_version=version, lesion__in=lesions, status=Prediction.Status.QUEUED)
+    dispatch(needed_first(rows.filter(dispatched_at__isnull=True)))
     return len(new)
+
+
+def needed_first(predictions) -> list[int]:
+    """The primary keys of ``predictions`` ordered by when readers need their lesions
+    (``signals.lesions_needed_first``), then by primary key."""
+    wanted = [pk for _, pks in lesions_needed_first.send(sender=Prediction) for pk in pks or ()]
+    rank: dict[int, int] = {}
+    for position, lesion in enumerate(wanted):
+        rank.setdefault(lesion, position)
+    rows = predictions.order_by("pk").values_list("pk", "lesion_id")
+    return [pk for pk, lesion in sorted(rows, key=lambda row: (rank.get(row[1], len(wanted)), row[0]))]
 
 
 def predict_case(case: Case) -> int:
@@ -90,7 +98,7 @@ def sweep() -> dict[str, int]:
         | Q(status=Prediction.Status.QUEUED, dispatched_at__lt=resend)
         | Q(status=Prediction.Status.RUNNING, started_at__lt=lease)
     )
-    ids = list(stale.order_by("pk").values_list("pk", flat=True))
+    ids = needed_first(stale)
     dispatch(ids)  # a running row with an expired lease is claimed again by the batch's worker
     silent = now - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
     runs = TrainingRun.objects.filter(
