@@ -104,8 +104,8 @@ def _check_mask(mask: Volume, image: Volume, where: str) -> str | None:
             f"{where}: mask grid {mask.shape} does not match its sequence's grid {image.shape} "
             f"(shape or affine differ by more than 0.01 mm)"
         )
-    values = np.unique(mask.data)
-    nonzero = values[values != 0]
+    labelled = mask.data[mask.data != 0]  # a lesion is a small part of the grid: sort only its voxels
+    nonzero = np.unique(labelled)
     if nonzero.size == 0:
         return f"{where}: empty mask (no non-zero voxel)"
     if nonzero.size > 1:
