@@ -37,9 +37,11 @@ def synthetic(readers: int, lesions: int, seed: int = 0) -> tuple[pd.DataFrame, 
     labels = rng.integers(0, 7, lesions)
     scanners = np.array(["Prisma", "Skyra", "Discovery"])
     lesion_data = {
-        "diameter_mm": rng.gamma(3, 8, lesions), "cirrhosis": rng.random(lesions) < 0.3,
-        "fatty_liver": rng.random(lesions) < 0.2, "scanner_model": scanners[rng.integers(0, 3, lesions)],
-    }  # fmt: skip
+        "diameter_mm": rng.gamma(3, 8, lesions),
+        "cirrhosis": rng.random(lesions) < 0.3,
+        "fatty_liver": rng.random(lesions) < 0.2,
+        "scanner_model": scanners[rng.integers(0, 3, lesions)],
+    }
     frames = []
     for phase in ("unaided", "aided"):
         truth = np.tile(labels, readers)
@@ -47,18 +49,34 @@ def synthetic(readers: int, lesions: int, seed: int = 0) -> tuple[pd.DataFrame, 
         diagnosis = np.where(wrong, (truth + rng.integers(1, 7, truth.size)) % 7, truth)
         likelihood = np.clip(50 + 30 * (2 * MALIGNANT[truth] - 1) + rng.normal(0, 25, truth.size), 0, 100)
         reader = np.repeat(np.arange(readers), lesions)
-        frames.append(pd.DataFrame({
-            "reader": np.char.add("reader", reader.astype(str)), "group": np.array(READER_GROUPS)[reader % 3],
-            "lesion": np.char.add("L", np.tile(np.arange(lesions), readers).astype(str)),
-            "phase": phase, "label_index": truth, "diagnosis_index": diagnosis, "label_malignant": MALIGNANT[truth],
-            "diagnosis_malignant": MALIGNANT[diagnosis], "correct": diagnosis == truth,
-            "correct_malignant": MALIGNANT[diagnosis] == MALIGNANT[truth], "malignancy": likelihood.round(),
-            **{k: np.tile(v, readers) for k, v in lesion_data.items()},
-        }))  # fmt: skip
+        frames.append(
+            pd.DataFrame(
+                {
+                    "reader": np.char.add("reader", reader.astype(str)),
+                    "group": np.array(READER_GROUPS)[reader % 3],
+                    "lesion": np.char.add("L", np.tile(np.arange(lesions), readers).astype(str)),
+                    "phase": phase,
+                    "label_index": truth,
+                    "diagnosis_index": diagnosis,
+                    "label_malignant": MALIGNANT[truth],
+                    "diagnosis_malignant": MALIGNANT[diagnosis],
+                    "correct": diagnosis == truth,
+                    "correct_malignant": MALIGNANT[diagnosis] == MALIGNANT[truth],
+                    "malignancy": likelihood.round(),
+                    **{k: np.tile(v, readers) for k, v in lesion_data.items()},
+                }
+            )
+        )
     p = rng.dirichlet(np.ones(7), lesions)
-    model = pd.DataFrame({"lesion": np.char.add("L", np.arange(lesions).astype(str)), "label_index": labels,
-                          "model_class": np.array(CLASSES)[p.argmax(1)], "model_p_malignant": p[:, MALIGNANT].sum(1),
-                          **{f"p_{c}": p[:, k] for k, c in enumerate(CLASSES)}})  # fmt: skip
+    model = pd.DataFrame(
+        {
+            "lesion": np.char.add("L", np.arange(lesions).astype(str)),
+            "label_index": labels,
+            "model_class": np.array(CLASSES)[p.argmax(1)],
+            "model_p_malignant": p[:, MALIGNANT].sum(1),
+            **{f"p_{c}": p[:, k] for k, c in enumerate(CLASSES)},
+        }
+    )
     model["model_malignant"] = model["model_p_malignant"] > 0.5
     model["model_correct"] = p.argmax(1) == labels
     model["model_correct_malignant"] = model["model_malignant"] == MALIGNANT[labels]
@@ -70,8 +88,9 @@ def from_database(var: Path) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="analysis-bench-"))
     with sqlite3.connect(var / "db.sqlite3") as source, sqlite3.connect(scratch / "db.sqlite3") as copy:
         source.backup(copy)
-    os.environ.update(LIVERREAD_VAR=str(scratch), MEDIA_ROOT=str(var / "media"),
-                      DJANGO_SETTINGS_MODULE="readerstudy.settings")  # fmt: skip
+    os.environ.update(
+        LIVERREAD_VAR=str(scratch), MEDIA_ROOT=str(var / "media"), DJANGO_SETTINGS_MODULE="readerstudy.settings"
+    )
     import django
 
     django.setup()
@@ -97,8 +116,10 @@ def from_database(var: Path) -> None:
     started = time.perf_counter()
     study_results(study)
     warm = time.perf_counter() - started
-    print(f"from the database: {study.assignments.count()} readers × {study.lesions.count()} lesions × 2 phases "
-          f"({reads} reads): {cold:.2f} s cold, {warm:.3f} s cached")  # fmt: skip
+    print(
+        f"from the database: {study.assignments.count()} readers × {study.lesions.count()} lesions × 2 phases "
+        f"({reads} reads): {cold:.2f} s cold, {warm:.3f} s cached"
+    )
 
 
 def main() -> None:
@@ -114,8 +135,10 @@ def main() -> None:
     results = summarise(reads, model)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{args.readers} readers × {args.lesions} lesions × 2 phases ({len(reads)} reads): {seconds:.2f} s, "
-          f"peak RSS {peak:.0f} MB; {len(results['kappa'])} kappa pairs, MRMC: {sorted(results['mrmc'])}")  # fmt: skip
+    print(
+        f"{args.readers} readers × {args.lesions} lesions × 2 phases ({len(reads)} reads): {seconds:.2f} s, "
+        f"peak RSS {peak:.0f} MB; {len(results['kappa'])} kappa pairs, MRMC: {sorted(results['mrmc'])}"
+    )
 
 
 if __name__ == "__main__":

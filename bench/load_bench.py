@@ -66,16 +66,24 @@ def endpoint_table(requests: list[Request], seconds: float) -> dict[str, dict]:
         if not rows:
             continue
         p50, p95, p99 = np.percentile([1000 * r.latency_s for r in rows], [50, 95, 99])
-        table[endpoint] = {"count": len(rows), "per_s": len(rows) / seconds, "p50_ms": p50, "p95_ms": p95,
-                           "p99_ms": p99, "errors": sum(r.status not in OK for r in rows)}  # fmt: skip
+        table[endpoint] = {
+            "count": len(rows),
+            "per_s": len(rows) / seconds,
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "p99_ms": p99,
+            "errors": sum(r.status not in OK for r in rows),
+        }
     return table
 
 
 def print_table(title: str, table: dict[str, dict]) -> None:
     print(f"\n{title}\n{'endpoint':<11}{'count':>8}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for endpoint, row in table.items():
-        print(f"{endpoint:<11}{row['count']:>8}{row['per_s']:>9.2f}{row['p50_ms']:>9.1f}{row['p95_ms']:>9.1f}"
-              f"{row['p99_ms']:>9.1f}{row['errors']:>8}")  # fmt: skip
+        print(
+            f"{endpoint:<11}{row['count']:>8}{row['per_s']:>9.2f}{row['p50_ms']:>9.1f}{row['p95_ms']:>9.1f}"
+            f"{row['p99_ms']:>9.1f}{row['errors']:>8}"
+        )
 
 
 def reads_done(requests: list[Request]) -> int:
@@ -98,9 +106,11 @@ def think_phase(server: Gunicorn, study: str, accounts: list[str], args) -> dict
         f"phase 1: {len(accounts)} readers, think {args.think[0]:g}-{args.think[1]:g} s, {seconds:.0f} s", table
     )
     reads = reads_done(log.requests)
-    print(f"reads: {reads} ({reads / seconds:.2f}/s); gunicorn CPU {cpu:.1f} s ({100 * cpu / seconds:.0f} % of a "
-          f"core, {1000 * cpu / max(reads, 1):.0f} ms per read with its requests); "
-          f"failures: {len(log.failures)}")  # fmt: skip
+    print(
+        f"reads: {reads} ({reads / seconds:.2f}/s); gunicorn CPU {cpu:.1f} s ({100 * cpu / seconds:.0f} % of a "
+        f"core, {1000 * cpu / max(reads, 1):.0f} ms per read with its requests); "
+        f"failures: {len(log.failures)}"
+    )
     return {"seconds": seconds, "endpoints": table, "reads": reads, "gunicorn_cpu_s": cpu, "log": log}
 
 
@@ -122,22 +132,32 @@ def saturation_phase(server: Gunicorn, study: str, accounts: list[str], args) ->
             end, cpu = time.monotonic(), server.cpu_seconds() - cpu
             window = [r for r in list(log.requests) if start <= r.started_s and r.started_s + r.latency_s <= end]
             table = endpoint_table(window, end - start)
-            step = {"clients": clients, "reads_per_s": reads_done(window) / (end - start),
-                    "requests_per_s": len(window) / (end - start), "endpoints": table,
-                    "errors": sum(r.status not in OK for r in window),
-                    "gunicorn_cpu_ms_per_read": 1000 * cpu / max(reads_done(window), 1)}  # fmt: skip
+            step = {
+                "clients": clients,
+                "reads_per_s": reads_done(window) / (end - start),
+                "requests_per_s": len(window) / (end - start),
+                "endpoints": table,
+                "errors": sum(r.status not in OK for r in window),
+                "gunicorn_cpu_ms_per_read": 1000 * cpu / max(reads_done(window), 1),
+            }
             steps.append(step)
             read_p95 = table.get("read", {}).get("p95_ms", float("nan"))
-            print(f"{clients:>8}{step['reads_per_s']:>9.2f}{step['requests_per_s']:>9.1f}{read_p95:>13.1f}"
-                  f"{step['errors']:>8}{step['gunicorn_cpu_ms_per_read']:>13.0f}", flush=True)  # fmt: skip
+            print(
+                f"{clients:>8}{step['reads_per_s']:>9.2f}{step['requests_per_s']:>9.1f}{read_p95:>13.1f}"
+                f"{step['errors']:>8}{step['gunicorn_cpu_ms_per_read']:>13.0f}",
+                flush=True,
+            )
             if len(steps) > 1 and step["reads_per_s"] < GROWTH * max(s["reads_per_s"] for s in steps[:-1]):
                 break
     finally:
         crowd.stop()
     best = max(steps, key=lambda s: s["reads_per_s"]) if steps else None
     if best:
-        print_table(f"best step: {best['clients']} clients, {best['reads_per_s']:.2f} reads/s "
-                    f"({best['requests_per_s']:.1f} requests/s)", best["endpoints"])  # fmt: skip
+        print_table(
+            f"best step: {best['clients']} clients, {best['reads_per_s']:.2f} reads/s "
+            f"({best['requests_per_s']:.1f} requests/s)",
+            best["endpoints"],
+        )
     print(f"failures: {len(log.failures)}; accounts left in the pool: {crowd.accounts.qsize()}")
     return {"steps": steps, "best": best, "log": log}
 
@@ -160,9 +180,13 @@ def fresh_state() -> Path:
     for statement in ("DROP DATABASE IF EXISTS {} WITH (FORCE)", "CREATE DATABASE {}"):
         postgres(statement.format(DATABASE))
     scratch = Path(tempfile.mkdtemp(prefix="liverread-load-bench-", dir=ROOT / "var"))
-    os.environ |= {"DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}", "CELERY_BROKER_URL": REDIS_URL,
-                   "MEDIA_ROOT": str(scratch / "media"), "LIVERREAD_VAR": str(scratch),
-                   "DJANGO_SETTINGS_MODULE": "readerstudy.settings"}  # fmt: skip
+    os.environ |= {
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
+        "CELERY_BROKER_URL": REDIS_URL,
+        "MEDIA_ROOT": str(scratch / "media"),
+        "LIVERREAD_VAR": str(scratch),
+        "DJANGO_SETTINGS_MODULE": "readerstudy.settings",
+    }
     return scratch
 
 
@@ -195,8 +219,10 @@ def main() -> int:
         started = time.perf_counter()
         world = prepare(data, args.readers + args.pool, PASSWORD)
         study = ReaderStudy.objects.get(public_id=world["study"])
-        print(f"imported {study.lesions.count()} lesions, {len(world['accounts'])} readers assigned in "
-              f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+        print(
+            f"imported {study.lesions.count()} lesions, {len(world['accounts'])} readers assigned in "
+            f"{time.perf_counter() - started:.0f} s"
+        )
         started = time.perf_counter()
         for lesion in study.lesions.all():
             descriptor(study, lesion)  # makes and caches the lesion's served images and masks
@@ -213,20 +239,28 @@ def main() -> int:
 
         acknowledged = [read for log in logs for read in log.acknowledged]
         result = reconcile(acknowledged, stored_reads(world["study"]))
-        print(f"\nreconciliation: {len(acknowledged)} acknowledged reads ({len(set(a.read for a in acknowledged))} "
-              f"distinct); lost {len(result['lost'])}, duplicated {len(result['duplicated'])}; stored but never "
-              f"acknowledged (a request given up or cut by the end): {len(result['unacknowledged'])}")  # fmt: skip
+        print(
+            f"\nreconciliation: {len(acknowledged)} acknowledged reads ({len(set(a.read for a in acknowledged))} "
+            f"distinct); lost {len(result['lost'])}, duplicated {len(result['duplicated'])}; stored but never "
+            f"acknowledged (a request given up or cut by the end): {len(result['unacknowledged'])}"
+        )
         failures = [failure for log in logs for failure in log.failures]
         for failure in failures[:10]:
             print(f"  failure: {failure}")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {
-                "cores": os.cpu_count(), "lesions": study.lesions.count()},
-            "think": {k: v for k, v in think.items() if k != "log"} if think else None,
-            "saturation": {k: v for k, v in saturation.items() if k != "log"} if saturation else None,
-            "reconciliation": {k: len(v) for k, v in result.items()}, "failures": failures,
-        }, indent=2))  # fmt: skip
+        args.out.write_text(
+            json.dumps(
+                {
+                    "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+                    | {"cores": os.cpu_count(), "lesions": study.lesions.count()},
+                    "think": {k: v for k, v in think.items() if k != "log"} if think else None,
+                    "saturation": {k: v for k, v in saturation.items() if k != "log"} if saturation else None,
+                    "reconciliation": {k: len(v) for k, v in result.items()},
+                    "failures": failures,
+                },
+                indent=2,
+            )
+        )
         print(f"written {args.out.relative_to(ROOT)}")
         return 1 if result["lost"] or result["duplicated"] else 0
     finally:

@@ -126,8 +126,12 @@ def measure_inference(config_name: str, count: int, with_naive: bool, device: to
     optimised_peak = peak_mb()  # ru_maxrss only grows: this is the peak before the naive path ran
     naive_s = [timed(lambda p=p: naive(p)) for p in patches[:1]] if with_naive else [float("nan")]
     return {
-        "config": config_name, "device": device.type, "grad_cam_layer": layer, "lesions": len(patches),
-        "saliency_method": config.saliency.method, "occlusion_block": config.saliency.occlusion_block,
+        "config": config_name,
+        "device": device.type,
+        "grad_cam_layer": layer,
+        "lesions": len(patches),
+        "saliency_method": config.saliency.method,
+        "occlusion_block": config.saliency.occlusion_block,
         "preprocess_s": statistics.median(prep),
         "ensemble_forward_s_batch1": statistics.median(forward),
         "ensemble_forward_s_per_lesion_batched": batched,
@@ -139,7 +143,7 @@ def measure_inference(config_name: str, count: int, with_naive: bool, device: to
         "peak_rss_mb_optimised": optimised_peak,
         "peak_rss_mb_with_naive": peak_mb() if with_naive else None,
         "peak_gpu_mb": peak_gpu_mb(device),
-    }  # fmt: skip
+    }
 
 
 def measure_training(config_name: str, batch_size: int | None, device: torch.device) -> dict:
@@ -159,9 +163,15 @@ def measure_training(config_name: str, batch_size: int | None, device: torch.dev
 
     step()  # warm-up
     seconds = timed(step, repeat=3)
-    return {"config": config_name, "device": device.type, "batch_size": batch, "train_step_s": seconds,
-            "train_s_per_sample": seconds / batch, "peak_rss_mb": peak_mb(),
-            "peak_gpu_mb": peak_gpu_mb(device)}  # fmt: skip
+    return {
+        "config": config_name,
+        "device": device.type,
+        "batch_size": batch,
+        "train_step_s": seconds,
+        "train_s_per_sample": seconds / batch,
+        "peak_rss_mb": peak_mb(),
+        "peak_gpu_mb": peak_gpu_mb(device),
+    }
 
 
 def run_child(args: list[str], no_naive: bool, device: str) -> dict:
@@ -195,10 +205,15 @@ def main() -> None:
         return
     lesions(args.lesions)  # make the cohort once, outside the measured children
     results = {
-        "device": args.device, "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
-        "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-        "cuda": torch.cuda.is_available(), "inference": [], "training": [],
-    }  # fmt: skip
+        "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.is_available(),
+        "inference": [],
+        "training": [],
+    }
     for config in args.configs:
         results["inference"].append(run_child(["inference", config, str(args.lesions)], args.no_naive, args.device))
         batch = args.paper_train_batch if config == "paper" else 0

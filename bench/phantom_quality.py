@@ -128,16 +128,20 @@ def saliency_sanity(run_dir: Path, evaluation: Path, per_class: int) -> None:
     pooled, per_map, labels = np.array(pooled), np.array(per_map), np.array(labels)
     low, high = wilson(int(np.sum(pooled >= 0.7)), len(pooled))
     mean, half = np.nanmean(pooled), Z95 * np.nanstd(pooled, ddof=1) / math.sqrt(len(pooled))
-    print(f"saliency: {sum(taken)} lesions, {ensemble.config.saliency.method} maps averaged over "
-          f"{len(ensemble.models)} models, {seconds:.2f} s per lesion (preprocessing included)")  # fmt: skip
+    print(
+        f"saliency: {sum(taken)} lesions, {ensemble.config.saliency.method} maps averaged over "
+        f"{len(ensemble.models)} models, {seconds:.2f} s per lesion (preprocessing included)"
+    )
     print(
         f"heat-map mass inside mask ⊕ 5 mm, the seven maps of a lesion together: mean {mean:.3f} "
         f"(95% CI {mean - half:.3f}-{mean + half:.3f}), "
         f"median {np.nanmedian(pooled):.3f}, ≥ 0.70 in {np.mean(pooled >= 0.7):.0%} of lesions ({low:.0%}-{high:.0%})"
     )
     print("  per class: " + ", ".join(f"{c} {np.nanmean(pooled[labels == i]):.2f}" for i, c in enumerate(CLASSES)))
-    print(f"  each map on its own (7 per lesion, maps with any heat): mean {np.mean(per_map):.3f}, "
-          f"median {np.median(per_map):.3f}")  # fmt: skip
+    print(
+        f"  each map on its own (7 per lesion, maps with any heat): mean {np.mean(per_map):.3f}, "
+        f"median {np.median(per_map):.3f}"
+    )
     weights = np.array(hcc_weights)
     mean = dict(zip(SEQUENCES, weights.mean(axis=0), strict=True))
     print("HCC mean sequence weights: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))

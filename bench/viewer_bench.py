@@ -5,7 +5,7 @@
 Needs ``make run``'s state in ``--var`` (the demo cohort imported and predicted) and the built bundle. The
 demo database is copied to a scratch folder (the demo's own is never written); the media store is shared.
 A bench reader and a feedback study over the demo test split are made there, runserver serves it, and
-Debian's chromium (headless, software GL, flags of VIEWER_NOTES.md) is driven by playwright:
+Debian's chromium (headless, software GL, flags of docs/machines.md) is driven by playwright:
 
 - cold: from navigating to the reading page to all seven viewports drawn (fresh browser, empty cache);
 - next: from the Enter key after a read's feedback to all seven viewports of the next lesion drawn, timed
@@ -67,11 +67,20 @@ def main() -> None:
     manage = [sys.executable, str(ROOT / "manage.py")]
     for command in (["migrate", "--noinput", "-v0"], ["collectstatic", "--noinput", "-v0"]):  # the copy may be older
         subprocess.run([*manage, *command], env=env, check=True)
-    setup = subprocess.run([*manage, "shell", "-c", SETUP.format(fov=args.fov or None)], env=env, check=True,
-                           capture_output=True, text=True)  # fmt: skip
+    setup = subprocess.run(
+        [*manage, "shell", "-c", SETUP.format(fov=args.fov or None)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     world = json.loads(setup.stdout.strip().splitlines()[-1])
-    server = subprocess.Popen([*manage, "runserver", "--noreload", f"127.0.0.1:{PORT}"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [*manage, "runserver", "--noreload", f"127.0.0.1:{PORT}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_server()
         run(world, args.reads)
@@ -111,8 +120,10 @@ def run(world: dict, reads: int) -> None:
             page.keyboard.type("40")
             page.keyboard.press("Enter")
             page.wait_for_selector("#next:not([hidden])")
-            page.evaluate("document.addEventListener('keydown', () => { window.nextPressed = performance.now() }, "
-                          "{ once: true, capture: true })")  # fmt: skip
+            page.evaluate(
+                "document.addEventListener('keydown', () => { window.nextPressed = performance.now() }, "
+                "{ once: true, capture: true })"
+            )
             page.keyboard.press("Enter")
             page.wait_for_function(f"() => liverread.mode === 'reading' && liverread.shownLesion !== '{shown}'")
             times.append(page.evaluate("liverread.readyAt - window.nextPressed") / 1000)
@@ -132,13 +143,17 @@ def run(world: dict, reads: int) -> None:
     bundle = (ROOT / "static" / "dist" / "viewer.js").stat().st_size
     print(f"bundle: {bundle / 1e6:.2f} MB")
     print(f"cold page load to seven viewports drawn: {cold:.2f} s")
-    print(f"next lesion to seven viewports drawn: median {statistics.median(times[1:]):.2f} s "
-          f"over {reads} (min {min(times[1:]):.2f}, max {max(times[1:]):.2f}; the first, not counted: "
-          f"{times[0]:.2f} s)")  # fmt: skip
+    print(
+        f"next lesion to seven viewports drawn: median {statistics.median(times[1:]):.2f} s "
+        f"over {reads} (min {min(times[1:]):.2f}, max {max(times[1:]):.2f}; the first, not counted: "
+        f"{times[0]:.2f} s)"
+    )
     for lesion, size in sent.items():
         imported = world["imported"][lesion]
-        print(f"lesion {lesion}: {size / 1e6:.2f} MB sent, {imported / 1e6:.2f} MB imported "
-              f"({100 * size / imported:.0f} %)")  # fmt: skip
+        print(
+            f"lesion {lesion}: {size / 1e6:.2f} MB sent, {imported / 1e6:.2f} MB imported "
+            f"({100 * size / imported:.0f} %)"
+        )
 
 
 if __name__ == "__main__":

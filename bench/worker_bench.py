@@ -86,9 +86,12 @@ def main() -> None:
     postgres(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
     postgres(f"CREATE DATABASE {DATABASE}")
     os.environ.update(
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DATABASE}", CELERY_BROKER_URL=REDIS_URL,
-        MEDIA_ROOT=str(scratch / "media"), LIVERREAD_VAR=str(scratch), DJANGO_SETTINGS_MODULE="readerstudy.settings",
-    )  # fmt: skip
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
+        CELERY_BROKER_URL=REDIS_URL,
+        MEDIA_ROOT=str(scratch / "media"),
+        LIVERREAD_VAR=str(scratch),
+        DJANGO_SETTINGS_MODULE="readerstudy.settings",
+    )
     import django
 
     django.setup()
@@ -114,17 +117,39 @@ def main() -> None:
 
     log = (scratch / "worker.log").open("w")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "readerstudy", "worker", "-Q", "inference", "-c", "1",
-         "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
-        cwd=ROOT, env=os.environ, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "readerstudy",
+            "worker",
+            "-Q",
+            "inference",
+            "-c",
+            "1",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        env=os.environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     samples: list[tuple[float, int, float]] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(2):
-            samples.append((time.perf_counter(), Prediction.objects.filter(status="done").count() + base[0],
-                            rss_mb(pool_pid(worker.pid))))  # fmt: skip
+            samples.append(
+                (
+                    time.perf_counter(),
+                    Prediction.objects.filter(status="done").count() + base[0],
+                    rss_mb(pool_pid(worker.pid)),
+                )
+            )
 
     base = [0]  # predictions done in rounds whose rows were deleted
     try:
@@ -141,8 +166,11 @@ def main() -> None:
                 time.sleep(0.5)
             rounds.append((lesions, time.perf_counter() - started))
             failed = Prediction.objects.filter(status="failed").count()
-            print(f"round {len(rounds)}: {lesions} predictions ({failed} failed) in {rounds[-1][1]:.0f} s "
-                  f"= {60 * lesions / rounds[-1][1]:.1f} lesions/min", flush=True)  # fmt: skip
+            print(
+                f"round {len(rounds)}: {lesions} predictions ({failed} failed) in {rounds[-1][1]:.0f} s "
+                f"= {60 * lesions / rounds[-1][1]:.1f} lesions/min",
+                flush=True,
+            )
             if len(rounds) * lesions < args.predictions:
                 Saliency.objects.all().delete()  # benchmark only: make room for the next round
                 Prediction.objects.all().delete()
@@ -164,9 +192,11 @@ def main() -> None:
                 time.sleep(0.05)
             latencies.append((imported, time.perf_counter() - started))
         if latencies:
-            print(f"import → prediction visible (median of {len(latencies)}): "
-                  f"{statistics.median(t for _, t in latencies):.2f} s "
-                  f"(of which the import: {statistics.median(i for i, _ in latencies):.2f} s)")  # fmt: skip
+            print(
+                f"import → prediction visible (median of {len(latencies)}): "
+                f"{statistics.median(t for _, t in latencies):.2f} s "
+                f"(of which the import: {statistics.median(i for i, _ in latencies):.2f} s)"
+            )
     finally:
         stop.set()
         worker.terminate()

@@ -97,9 +97,13 @@ def _predict(args: argparse.Namespace) -> int:
     from inference.prediction import predict_dataset, write_predictions_csv
 
     records = predict_dataset(
-        args.run_dir, args.data, batch_size=args.batch_size, split=args.split, device=args.device,
+        args.run_dir,
+        args.data,
+        batch_size=args.batch_size,
+        split=args.split,
+        device=args.device,
         progress=not args.quiet,
-    )  # fmt: skip
+    )
     out = write_predictions_csv(records, args.out)
     failed = sum(1 for record in records if record["error"])
     print(f"Predicted {len(records) - failed} lesion(s) into {out}" + (f"; {failed} failed" if failed else ""))

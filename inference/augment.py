@@ -1,4 +1,4 @@
-"""Online augmentation of preprocessed patches while training (PAPER.md, preprocessing step 6).
+"""Online augmentation of preprocessed patches while training (docs/paper.md, preprocessing step 6).
 
 Works on a whole batch at once, x = float32 [B, 7, 2, S, S, S] (channel 0 image in [0, 1], channel 1 the
 blurred mask), on the batch's device:

@@ -55,7 +55,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AugmentationConfig:
-    """Online augmentation while training (PAPER.md, preprocessing step 6) and the crop margin (step 4).
+    """Online augmentation while training (docs/paper.md, preprocessing step 6) and the crop margin (step 4).
 
     Intensities are the normalised ones, in [0, 1]. Each range is (low, high), drawn uniformly.
     """
@@ -96,7 +96,7 @@ class AugmentationConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Five-fold cross-validated multitask training (PAPER.md, "Model").
+    """Five-fold cross-validated multitask training (docs/paper.md, "Model").
 
     ``learning_rate`` and ``weight_decay`` are for AdamW; ``binary_loss_weight`` multiplies the two-way
     cross-entropy in ``inference.model.multitask_loss``; ``seed`` fixes folds, initialisation and

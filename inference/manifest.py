@@ -31,9 +31,20 @@ from inference.domain import SEXES, SPLITS, class_index
 
 MANIFEST_NAME = "manifest.csv"
 COLUMNS = (
-    "patient", "age", "sex", "cirrhosis", "fatty_liver", "scanner_vendor", "scanner_model",
-    "field_strength_t", "case", "lesion", "label", "diameter_mm", "split",
-)  # fmt: skip
+    "patient",
+    "age",
+    "sex",
+    "cirrhosis",
+    "fatty_liver",
+    "scanner_vendor",
+    "scanner_model",
+    "field_strength_t",
+    "case",
+    "lesion",
+    "label",
+    "diameter_mm",
+    "split",
+)
 MAX_MANIFEST_BYTES = 64 << 20
 """Largest manifest read (64 MiB, some 500,000 rows)."""
 MAX_CHARACTERS = {"case": 200, "lesion": 100, "scanner_vendor": 50, "scanner_model": 100}

@@ -1,4 +1,4 @@
-"""The seven-branch multitask 3D CNN (PAPER.md, "Model").
+"""The seven-branch multitask 3D CNN (docs/paper.md, "Model").
 
 One 3D ResNet-18 per MRI sequence, each reading two channels (the image patch and its Gaussian-blurred
 lesion mask) and yielding a feature vector of F = 512·widen_factor. F_all is the concatenation of the

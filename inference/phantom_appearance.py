@@ -5,7 +5,7 @@ class looks on the seven sequences.
 Intensities are ratios to normal liver parenchyma on the same sequence and phase
 (liver = 1), so "hyperenhancing in LAP" is ``lap > 1`` and "washout" is ``pvp < 1``;
 ADC is absolute, in 1e-6 mm²/s. DWI (b = 800 s/mm²) is derived from T2 and ADC
-unless given. Built from PAPER.md ("Classes", "Sequences", "Interpretability").
+unless given. Built from docs/paper.md ("Classes", "Sequences", "Interpretability").
 """
 
 from __future__ import annotations
@@ -148,9 +148,14 @@ LESIONS: dict[str, LesionClass] = {
 }
 
 PARTNERS = {
-    "abscess": "metastasis", "metastasis": "abscess", "FNH": "HCC", "HCC": "FNH",
-    "cyst": "haemangioma", "haemangioma": "cyst", "ICC": "metastasis",
-}  # fmt: skip
+    "abscess": "metastasis",
+    "metastasis": "abscess",
+    "FNH": "HCC",
+    "HCC": "FNH",
+    "cyst": "haemangioma",
+    "haemangioma": "cyst",
+    "ICC": "metastasis",
+}
 """Atypical lesions mix in the appearance of this neighbouring class."""
 
 DIAMETERS: dict[str, tuple[str, float, float, float]] = {
@@ -162,7 +167,7 @@ DIAMETERS: dict[str, tuple[str, float, float, float]] = {
     "ICC": ("median", 52.5, 30.7, 69.5),
     "metastasis": ("median", 28.6, 20.2, 38.3),
 }
-"""PAPER.md diameters (mm): ("median", median, q1, q3) → lognormal fit; ("mean", mean, sd, _) →
+"""docs/paper.md diameters (mm): ("median", median, q1, q3) → lognormal fit; ("mean", mean, sd, _) →
 truncated normal."""
 DIAMETER_RANGE = (5.0, 150.0)
 
@@ -183,7 +188,7 @@ MULTIPLE = ("cyst", "haemangioma", "metastasis", "HCC", "abscess")
 
 @dataclass(frozen=True)
 class Scanner:
-    """Vendor, model, field (T), patients in PAPER.md, and protocol: per sequence
+    """Vendor, model, field (T), patients in docs/paper.md, and protocol: per sequence
     family (in-plane matrix, slice thickness mm, phase FOV fraction); intensity
     scale (liver signal) and SNR of pre-contrast liver."""
 
@@ -199,17 +204,18 @@ class Scanner:
 
 
 SCANNERS: tuple[Scanner, ...] = (
-    Scanner("GE", "Signa", "1.5", 126, (288, 224, 7.0, 0.85), (128, 128, 7.0, 1.0), (288, 172, 4.0, 0.8),
-            110, 30),
-    Scanner("GE", "Discovery MR750w", "3.0", 62, (288, 224, 6.0, 0.85), (128, 128, 6.0, 1.0),
-            (320, 192, 3.6, 0.8), 140, 45),
-    Scanner("Philips", "Ingenia", "3.0", 58, (300, 232, 7.0, 0.85), (128, 128, 7.0, 1.0),
-            (300, 200, 3.5, 0.8), 150, 48),
-    Scanner("Siemens", "Prisma", "3.0", 50, (320, 224, 6.0, 0.8), (128, 128, 6.0, 1.0), (320, 216, 3.0, 0.8),
-            140, 50),
-    Scanner("Siemens", "TrioTim", "3.0", 149, (288, 224, 8.0, 0.85), (128, 128, 8.0, 1.0),
-            (288, 180, 3.5, 0.8), 120, 42),
-)  # fmt: skip
+    Scanner("GE", "Signa", "1.5", 126, (288, 224, 7.0, 0.85), (128, 128, 7.0, 1.0), (288, 172, 4.0, 0.8), 110, 30),
+    Scanner(
+        "GE", "Discovery MR750w", "3.0", 62, (288, 224, 6.0, 0.85), (128, 128, 6.0, 1.0), (320, 192, 3.6, 0.8), 140, 45
+    ),
+    Scanner(
+        "Philips", "Ingenia", "3.0", 58, (300, 232, 7.0, 0.85), (128, 128, 7.0, 1.0), (300, 200, 3.5, 0.8), 150, 48
+    ),
+    Scanner("Siemens", "Prisma", "3.0", 50, (320, 224, 6.0, 0.8), (128, 128, 6.0, 1.0), (320, 216, 3.0, 0.8), 140, 50),
+    Scanner(
+        "Siemens", "TrioTim", "3.0", 149, (288, 224, 8.0, 0.85), (128, 128, 8.0, 1.0), (288, 180, 3.5, 0.8), 120, 42
+    ),
+)
 SNR_FACTOR = {"t2": 0.8, "dwi": 0.35, "t1": 1.0}
 FAMILY_LEVEL = {"t2": 0.9, "dwi": 0.35, "t1": 1.0}
 """Liver signal of each sequence family relative to the scanner's scale (pre-contrast T1 = 1)."""

@@ -44,8 +44,9 @@ INF = np.inf
 
 def _ratios(look: A.Look) -> np.ndarray:
     """A look as seven ratios to liver, in SEQUENCES order (ADC as a ratio to LIVER_ADC)."""
-    phases = [look.t1 / A.LIVER_GAIN[p] if v is None else v
-              for p, v in zip(("LAP", "PVP", "DP"), look[3:6], strict=True)]  # fmt: skip
+    phases = [
+        look.t1 / A.LIVER_GAIN[p] if v is None else v for p, v in zip(("LAP", "PVP", "DP"), look[3:6], strict=True)
+    ]
     dwi = look.dwi
     if dwi is None:  # T2 shine-through times diffusion decay at b = 800 s/mm², relative to liver
         dwi = look.t2**0.6 * np.exp(-A.B_VALUE * (look.adc - A.LIVER_ADC) * 1e-6)
@@ -99,8 +100,10 @@ def _rot_z(theta: float) -> np.ndarray:
 
 def _lobulation(u, directions, kappa, amplitudes):
     """Relative boundary radius minus 1 along unit vectors ``u`` (3 arrays): zero-mean von Mises lobes."""
-    lobes = [np.exp(k * (u[0] * v[0] + u[1] * v[1] + u[2] * v[2] - 1)) - (1 - np.exp(-2 * k)) / (2 * k)
-             for v, k in zip(directions, kappa, strict=True)]  # fmt: skip
+    lobes = [
+        np.exp(k * (u[0] * v[0] + u[1] * v[1] + u[2] * v[2] - 1)) - (1 - np.exp(-2 * k)) / (2 * k)
+        for v, k in zip(directions, kappa, strict=True)
+    ]
     return sum(a * lobe for a, lobe in zip(amplitudes, lobes, strict=True))
 
 
@@ -178,8 +181,15 @@ def _anatomy(rng, case, scale: float) -> _Anatomy:
     """Body, liver (a smooth union of two lobes), organs, vessels and lesions of one patient (mm)."""
     u = rng.uniform
     bx, by = u(125, 150), u(85, 110)
-    body = dict(bx=bx, by=by, muscle=u(8, 14), fat=u(8, 22) + 12 * case.fatty, spine=(0.0, -by + 26, 20.0),
-                aorta=(-16.0, -by + 62, 11.0), ivc=(24.0, -by + 66, 12.0))  # fmt: skip
+    body = dict(
+        bx=bx,
+        by=by,
+        muscle=u(8, 14),
+        fat=u(8, 22) + 12 * case.fatty,
+        spine=(0.0, -by + 26, 20.0),
+        aorta=(-16.0, -by + 62, 11.0),
+        ivc=(24.0, -by + 66, 12.0),
+    )
     gut = (int(bx / 2 + 20), int(by / 2 + 20))  # bowel texture, 4 mm pixels centred on 0
     body["gut"] = (0.8 * _field(rng, gut, 8) + 0.6 * _field(rng, gut, 3)).astype(np.float32)
     s1 = np.array([0.55 * bx, 0.85 * by, u(65, 78)]) * u(0.92, 1.08)  # right lobe
@@ -189,14 +199,18 @@ def _anatomy(rng, case, scale: float) -> _Anatomy:
     if case.cirrhosis:  # right lobe atrophy, left lobe hypertrophy
         s1, s2 = s1 * 0.85, s2 * [1.1, 1.05, 1.0]
     body["dome"] = c1[2] + 0.8 * s1[2]
-    spleen = (np.array([-0.7 * bx + 5, -0.25 * by, body["dome"] - 45]),
-              np.array([0.22 * bx, 0.45 * by, 48]) * u(0.9, 1.1))  # fmt: skip
+    spleen = (
+        np.array([-0.7 * bx + 5, -0.25 * by, body["dome"] - 45]),
+        np.array([0.22 * bx, 0.45 * by, 48]) * u(0.9, 1.1),
+    )
     h = float(np.clip(2.0 / scale, 2.0, 4.0))
     lo, hi = np.minimum(c1 - s1, c2 - s2) - 8, np.maximum(c1 + s1, c2 + s2) + 8
     hi[2] = body["dome"] + 8
     shape = tuple(int(n) for n in np.ceil((hi - lo) / h) + 1)
-    X, Y, Z = (lo[a] + h * np.arange(n, dtype=np.float32).reshape([-1 if b == a else 1 for b in range(3)])
-               for a, n in enumerate(shape))  # fmt: skip
+    X, Y, Z = (
+        lo[a] + h * np.arange(n, dtype=np.float32).reshape([-1 if b == a else 1 for b in range(3)])
+        for a, n in enumerate(shape)
+    )
 
     # Texture: smooth; fatty: coarser and stronger; cirrhosis: a band-passed field whose zero
     # crossings are the fibrous septa and whose lobules are regenerative nodules.
@@ -245,11 +259,19 @@ def _anatomy(rng, case, scale: float) -> _Anatomy:
     # each (right, middle/anterior, left), each trunk with two side branches.
     x_ivc, y_ivc, _ = body["ivc"]
     trees = (
-        (np.array([x_ivc, y_ivc + 4, an.diaphragm(x_ivc, y_ivc) - 18]), -1, 5.5,
-         ((c1[0], INF, -INF, c1[1]), (0.1 * bx - 25, 0.1 * bx + 25, 0, INF), (-INF, -0.1 * bx, -INF, INF))),
-        (pick(near=np.array([0.2 * bx, 0.0, c1[2] - 0.3 * s1[2]]), min_depth=10), 1, 6.5,
-         ((c1[0], INF, c1[1], INF), (c1[0], INF, -INF, c1[1] - 0.2 * s1[1]), (-INF, -0.05 * bx, -INF, INF))),
-    )  # fmt: skip
+        (
+            np.array([x_ivc, y_ivc + 4, an.diaphragm(x_ivc, y_ivc) - 18]),
+            -1,
+            5.5,
+            ((c1[0], INF, -INF, c1[1]), (0.1 * bx - 25, 0.1 * bx + 25, 0, INF), (-INF, -0.1 * bx, -INF, INF)),
+        ),
+        (
+            pick(near=np.array([0.2 * bx, 0.0, c1[2] - 0.3 * s1[2]]), min_depth=10),
+            1,
+            6.5,
+            ((c1[0], INF, c1[1], INF), (c1[0], INF, -INF, c1[1] - 0.2 * s1[1]), (-INF, -0.05 * bx, -INF, INF)),
+        ),
+    )
     vessels = {1: np.zeros(shape, np.float32), -1: np.zeros(shape, np.float32)}
     for root, kind, r0, boxes in trees:
         for box in boxes:
@@ -309,16 +331,29 @@ def _lesion(rng, spec, pts, depth, taken) -> _Lesion:
             halo_mm = max(halo_mm, c.halo_mm)
     taken.append((centre, axes.max() * reach + halo_mm))
     blobs = np.hstack([_unit(rng, 6) * rng.uniform(0, 0.8, (6, 1)), rng.choice([-1.0, 1.0], (6, 1))])
-    return _Lesion(centre, q * np.sign(np.diag(r)), axes, lobulation, reach, apps,
-                   sum(w * A.LESIONS[n].het for w, n in mixes), blobs, _unit(rng, 8), _unit(rng, 7),
-                   1 + halo if halo_mm else None, halo_mm)  # fmt: skip
+    return _Lesion(
+        centre,
+        q * np.sign(np.diag(r)),
+        axes,
+        lobulation,
+        reach,
+        apps,
+        sum(w * A.LESIONS[n].het for w, n in mixes),
+        blobs,
+        _unit(rng, 8),
+        _unit(rng, 7),
+        1 + halo if halo_mm else None,
+        halo_mm,
+    )
 
 
 def _jitter(rng, look: A.Look) -> A.Look:
     """Per-lesion variation: each contrast against liver scaled by 0.75-1.25."""
     refs, gains = (1, A.LIVER_ADC, 1, 1, 1, 1), rng.uniform(0.75, 1.25, 6)
-    values = [None if v is None else max(0.05, 1 + (v / ref - 1) * g) * ref
-              for v, g, ref in zip(look[:6], gains, refs, strict=True)]  # fmt: skip
+    values = [
+        None if v is None else max(0.05, 1 + (v / ref - 1) * g) * ref
+        for v, g, ref in zip(look[:6], gains, refs, strict=True)
+    ]
     return A.Look(*values, dwi=look.dwi)
 
 
@@ -455,8 +490,9 @@ def _paint_lesion(img, frac, les: _Lesion, grid: _Grid, pose: _Pose, idx) -> Non
             for k, i in enumerate(idx):
                 own[k] += w * (ratios[i] - own[k])
         value = [v + app[0] * o for v, o in zip(value, own, strict=True)]
-    tex = sum(bl[3] * np.exp(-((e[0] - bl[0]) ** 2 + (e[1] - bl[1]) ** 2 + (e[2] - bl[2]) ** 2) / 0.12)
-              for bl in les.blobs)  # fmt: skip
+    tex = sum(
+        bl[3] * np.exp(-((e[0] - bl[0]) ** 2 + (e[1] - bl[1]) ** 2 + (e[2] - bl[2]) ** 2) / 0.12) for bl in les.blobs
+    )
     _paint(part, weight, [v * (1 + les.het * tex) for v in value])
     frac[sl] = np.maximum(frac[sl], weight)
 
@@ -551,7 +587,8 @@ class _CaseSpec:
 
 
 def _diameter(rng, label: str) -> float:
-    """A diameter (mm) from PAPER.md's distribution for the class, redrawn until within DIAMETER_RANGE.
+    """A diameter (mm) from the seed study's distribution for the class (docs/paper.md), redrawn until within
+    DIAMETER_RANGE.
     Median (IQR): a lognormal with separate spreads below and above the median, so that both quartiles
     match (the paper's are skewed even in log scale); mean ± SD: a normal."""
     kind, a, b, c = A.DIAMETERS[label]
@@ -621,15 +658,19 @@ def _plan(rng, lesions_per_class: int, test_fraction: float, atypical_fraction: 
     for n, g in enumerate(rng.permutation(len(groups)), start=1):  # ids say nothing of label or split
         age_mean, age_sd, p_male, p_cirrhosis = A.PATIENTS[groups[g][0]]
         cirrhosis = bool(rng.random() < p_cirrhosis)
-        cases.append(_CaseSpec(
-            case=f"C{n:0{width}d}", patient=f"P{n:0{width}d}",
-            age=int(np.clip(round(rng.normal(age_mean, age_sd)), *A.AGE_RANGE)),
-            sex="M" if rng.random() < p_male else "F", cirrhosis=cirrhosis,
-            fatty=bool(rng.random() < (0.1 if cirrhosis else 0.22)),
-            scanner=int(rng.choice(len(weights), p=weights / weights.sum())),
-            lesions=[lesions[g][i] for i in rng.permutation(len(groups[g]))],
-            split=SPLITS[1] if test[g] else SPLITS[0],
-        ))  # fmt: skip
+        cases.append(
+            _CaseSpec(
+                case=f"C{n:0{width}d}",
+                patient=f"P{n:0{width}d}",
+                age=int(np.clip(round(rng.normal(age_mean, age_sd)), *A.AGE_RANGE)),
+                sex="M" if rng.random() < p_male else "F",
+                cirrhosis=cirrhosis,
+                fatty=bool(rng.random() < (0.1 if cirrhosis else 0.22)),
+                scanner=int(rng.choice(len(weights), p=weights / weights.sum())),
+                lesions=[lesions[g][i] for i in rng.permutation(len(groups[g]))],
+                split=SPLITS[1] if test[g] else SPLITS[0],
+            )
+        )
     return cases
 
 
@@ -680,9 +721,23 @@ def make_cohort(
         for case, sizes in zip(cases, diameters, strict=True):
             s = A.SCANNERS[case.scanner]
             for n, (les, d) in enumerate(zip(case.lesions, sizes, strict=True), start=1):
-                writer.writerow([case.patient, case.age, case.sex, "yes" if case.cirrhosis else "no",
-                                 "yes" if case.fatty else "no", s.vendor, s.model, s.field_t, case.case,
-                                 f"L{n}", les.label, f"{d:.1f}", case.split])  # fmt: skip
+                writer.writerow(
+                    [
+                        case.patient,
+                        case.age,
+                        case.sex,
+                        "yes" if case.cirrhosis else "no",
+                        "yes" if case.fatty else "no",
+                        s.vendor,
+                        s.model,
+                        s.field_t,
+                        case.case,
+                        f"L{n}",
+                        les.label,
+                        f"{d:.1f}",
+                        case.split,
+                    ]
+                )
     return manifest
 
 

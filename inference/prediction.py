@@ -1,4 +1,4 @@
-"""Ensemble prediction with a finished training run (PAPER.md, "Model": the five fold models averaged).
+"""Ensemble prediction with a finished training run (docs/paper.md, "Model": the five fold models averaged).
 
 For a lesion x and the K fold models m_k (eval mode):
 
@@ -39,9 +39,18 @@ MALIGNANT_THRESHOLD = 0.5
 """A lesion is predicted malignant when p_malignant (binary head) ≥ this."""
 
 CSV_COLUMNS = (
-    "case", "lesion", "patient", "split", "label", "predicted", "predicted_malignant", "p_malignant",
-    "p_malignant_seven", *(f"p_{name}" for name in CLASSES), "error",
-)  # fmt: skip
+    "case",
+    "lesion",
+    "patient",
+    "split",
+    "label",
+    "predicted",
+    "predicted_malignant",
+    "p_malignant",
+    "p_malignant_seven",
+    *(f"p_{name}" for name in CLASSES),
+    "error",
+)
 
 
 class Ensemble:
@@ -51,8 +60,9 @@ class Ensemble:
         self.config, self.models, self.device = config, models, device
 
     @classmethod
-    def load(cls, run_dir: Path, device: str | torch.device | None = None, *,
-             expected: dict[str, str] | None = None) -> Ensemble:  # fmt: skip
+    def load(
+        cls, run_dir: Path, device: str | torch.device | None = None, *, expected: dict[str, str] | None = None
+    ) -> Ensemble:
         """Verify ``run_dir`` (``verify_run``; with ``expected``, its manifest must list exactly those
         {file: SHA-256}) and load ``fold-1.pt`` … ``fold-K.pt`` (weights only)."""
         run_dir = Path(run_dir)
@@ -98,8 +108,15 @@ def _case_patches(job: tuple) -> list[tuple[dict, np.ndarray | None]]:
             problem = str(exc)
     out = []
     for row in rows:
-        record = {"case": entry.name, "lesion": row.name, "patient": entry.patient, "split": row.split,
-                  "label": CLASSES[row.label], "diameter_mm": row.diameter_mm, "error": problem}  # fmt: skip
+        record = {
+            "case": entry.name,
+            "lesion": row.name,
+            "patient": entry.patient,
+            "split": row.split,
+            "label": CLASSES[row.label],
+            "diameter_mm": row.diameter_mm,
+            "error": problem,
+        }
         array = None
         if loaded is not None:
             try:
@@ -197,6 +214,7 @@ def write_predictions_csv(records: list[dict], path: Path) -> Path:
         for record in records:
             seven = record["p_seven"] or [None] * len(CLASSES)
             row = [record[key] for key in CSV_COLUMNS[:9]] + seven + [record["error"] or ""]
-            writer.writerow(["" if value is None else f"{value:.6f}" if isinstance(value, float) else value
-                             for value in row])  # fmt: skip
+            writer.writerow(
+                ["" if value is None else f"{value:.6f}" if isinstance(value, float) else value for value in row]
+            )
     return path

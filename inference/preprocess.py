@@ -1,4 +1,5 @@
-"""Per-lesion preprocessing, PAPER.md "Preprocessing" steps 2-5: seven sequences → one float32 [7, 2, S, S, S] patch.
+"""Per-lesion preprocessing, docs/paper.md "Preprocessing" steps 2-5: seven sequences → one float32
+[7, 2, S, S, S] patch.
 
 Each sequence is processed with its own mask (the sequences are not co-registered):
 
@@ -16,10 +17,10 @@ Each sequence is processed with its own mask (the sequences are not co-registere
 Because the grid is world-aligned, all seven patches share one orientation whatever the acquisition (oblique,
 anisotropic, LPS-stored): patch axes i, j, k point to +R, +A, +S.
 
-Image interpolation is trilinear, not nearest: PAPER.md's "(nearest neighbour)" is kept for masks, but for images
+Image interpolation is trilinear, not nearest: the seed study's "nearest neighbour" is kept for masks, but for images
 with 6-8 mm slices nearest neighbour turns each slice into a block of identical 1 mm slices with hard steps whose
 spacing depends on the protocol; trilinear is a convex combination of neighbours (no overshoot, unlike cubic, which
-also costs ~15x more: MODEL_NOTES.md) and is the interpolation the paper uses for the image resize in step 5.
+also costs ~15x more: docs/machines.md) and is the interpolation the paper uses for the image resize in step 5.
 
 Written by hand because MONAI lacks it: resampling only the crop on a world-aligned grid (MONAI ``Spacing`` resamples
 the whole volume on its own axes, ~30x slower for 7 sequences; ``scipy.ndimage.affine_transform`` computes only the
@@ -54,7 +55,7 @@ PERCENTILE_SAMPLE = 1 << 18
 """Volumes with more voxels than this use this many voxels drawn with a fixed seed for the percentiles
 (the percentile of 262 144 samples is within ~0.03 percentile points of the exact one); smaller volumes use all."""
 GRID_MM = 1.0
-"""Step of the intermediate isotropic grid (mm), PAPER.md step 2."""
+"""Step of the intermediate isotropic grid (mm), docs/paper.md step 2."""
 IMAGE_ORDER = 1
 """Spline order of the image resampling: 1 = trilinear (see the module docstring)."""
 MASK_SIGMA_FRACTION = 1.0 / 32.0
@@ -153,9 +154,16 @@ def _resample(volume: Volume, data: np.ndarray, start: np.ndarray, shape, order:
         return np.full(tuple(shape), cval, dtype)
     block = np.asarray(data[tuple(slice(a, b) for a, b in zip(first, last, strict=True))], dtype=np.float32)
     return ndimage.affine_transform(
-        block, inverse, offset - first, output_shape=tuple(shape), output=dtype,
-        order=order, mode="constant", cval=cval, prefilter=False,
-    )  # fmt: skip
+        block,
+        inverse,
+        offset - first,
+        output_shape=tuple(shape),
+        output=dtype,
+        order=order,
+        mode="constant",
+        cval=cval,
+        prefilter=False,
+    )
 
 
 def preprocess_lesion(

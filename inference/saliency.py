@@ -1,4 +1,4 @@
-"""Saliency for one lesion (PAPER.md "Interpretability"): a heat map per sequence, on that sequence's ORIGINAL
+"""Saliency for one lesion (docs/paper.md "Interpretability"): a heat map per sequence, on that sequence's ORIGINAL
 voxel grid, and how much each of the seven sequences mattered for the prediction.
 
 Both explain the seven-way logit y_c of class c (``class_index``, or the ensemble's predicted class: the argmax of
@@ -13,8 +13,9 @@ features, and each drop Δ_s = y_c(f) − y_c(f with f_s swapped for the hidden 
 
 - Importance weight of sequence s: Δ_s with the whole sequence hidden (one more patch in the lesion's own
   forward); w_s = max(Δ_s, 0) / Σ_t max(Δ_t, 0), each sequence's share of the positive evidence for class c
-  (1/7 each when no sequence has any). PAPER.md's phase weights ask "how much did this sequence matter": a
-  sequence is removed, not linearised (the gradient × activation mass used before ranked T2WI first for HCC
+  (1/7 each when no sequence has any). The seed study's phase weights (docs/paper.md) ask "how much did this
+  sequence matter": a
+  sequence is removed, not linearised (the gradient × activation mass ranks T2WI first for HCC
   phantoms whose class is told by their enhancement, ``bench/phantom_quality.py``).
 - Heat map, method "occlusion" (Zeiler & Fergus 2014): Δ_s for every cube of b³ patch voxels (b =
   ``occlusion_block``) of the grid tiling the patch, (S/b)³ forwards per model (``OCCLUSION_BATCH_VOXELS``
@@ -40,7 +41,7 @@ features, and each drop Δ_s = y_c(f) − y_c(f with f_s swapped for the hidden 
 Written by hand: MONAI ``OcclusionSensitivity`` runs the whole network per occluded patch and class and cannot
 swap one branch's features, so seven sequences would cost seven times the forwards. MONAI ``GradCAM`` hooks one
 target layer per call (seven full forwards and backwards, weight gradients included: ≈ 26 s per model at full width
-and 64³ on 2 CPU cores, MODEL_NOTES.md); here a forward hook on each branch's stage replaces its output by a
+and 64³ on 2 CPU cores, docs/machines.md); here a forward hook on each branch's stage replaces its output by a
 detached leaf that requires grad, and ``torch.autograd.grad`` of y_c with respect to the seven leaves
 backpropagates only through the stages above, avgpool and the heads: one forward per model serves all seven maps.
 Replacing the output (rather than hooking the module's backward) also keeps MONAI's in-place ReLUs away from the

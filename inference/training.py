@@ -1,4 +1,4 @@
-"""Five-fold cross-validated multitask training on the development split (PAPER.md, "Model").
+"""Five-fold cross-validated multitask training on the development split (docs/paper.md, "Model").
 
 ``train(config, data_dir, run_dir)`` reads the import layout (``data_dir/manifest.csv``) and writes::
 
@@ -74,8 +74,12 @@ class Lesion:
 
 def development_lesions(entries: dict[str, CaseEntry]) -> list[Lesion]:
     """Lesions of the development split, sorted by case then lesion name."""
-    rows = sorted((entry.name, row.name, entry.patient, row.label, row.diameter_mm)
-                  for entry in entries.values() for row in entry.lesions if row.split == SPLITS[0])  # fmt: skip
+    rows = sorted(
+        (entry.name, row.name, entry.patient, row.label, row.diameter_mm)
+        for entry in entries.values()
+        for row in entry.lesions
+        if row.split == SPLITS[0]
+    )
     return [Lesion(i, *row) for i, row in enumerate(rows)]
 
 
@@ -178,8 +182,15 @@ def cache_folder(cache_root: Path, config: Config, data_sha256: str) -> Path:
     return cache_root / hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
-def build_cache(data_dir: Path, entries: dict[str, CaseEntry], lesions: list[Lesion], cache_dir: Path,
-                config: Config, workers: int | None = None, progress: bool = True) -> dict[int, str]:  # fmt: skip
+def build_cache(
+    data_dir: Path,
+    entries: dict[str, CaseEntry],
+    lesions: list[Lesion],
+    cache_dir: Path,
+    config: Config,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[int, str]:
     """Preprocess every lesion not cached yet (one case at a time per worker process, so at most ``workers``
     cases' volumes are in memory); returns {index: problem} of the lesions that could not be used."""
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -188,8 +199,10 @@ def build_cache(data_dir: Path, entries: dict[str, CaseEntry], lesions: list[Les
         if not (cache_dir / f"{lesion.index:05d}.npz").exists():
             by_case.setdefault(lesion.case, []).append(lesion)
     size, augmentation = config.model.input_size, config.training.augmentation
-    jobs = [(data_dir, entries[case], group, cache_dir, size, config.training.seed, augmentation.margin_mm_range)
-            for case, group in by_case.items()]  # fmt: skip
+    jobs = [
+        (data_dir, entries[case], group, cache_dir, size, config.training.seed, augmentation.margin_mm_range)
+        for case, group in by_case.items()
+    ]
     workers = min(workers or os.cpu_count() or 1, 8, len(jobs))
     pool = process_pool(workers) if len(jobs) >= 8 else None
     problems = {}
@@ -249,8 +262,9 @@ def _save(payload: dict, path: Path) -> None:
     os.replace(partial, path)
 
 
-def evaluate(model: LiverLesionNet, cache: PatchCache, lesions: list[Lesion], config: Config,
-             device: torch.device) -> dict[str, float]:  # fmt: skip
+def evaluate(
+    model: LiverLesionNet, cache: PatchCache, lesions: list[Lesion], config: Config, device: torch.device
+) -> dict[str, float]:
     """Validation loss (mean multitask loss per lesion), seven-way accuracy (argmax of the seven-way head)
     and binary accuracy (argmax of the binary head against malignant = HCC, ICC, metastasis)."""
     model.eval()
@@ -278,8 +292,17 @@ def epoch_batches(count: int, batch_size: int, generator: torch.Generator) -> li
     return [batch for batch in batches if len(batch) >= 2]
 
 
-def train_fold(fold: int, train_set: list[Lesion], val_set: list[Lesion], cache: PatchCache, config: Config,
-               state_path: Path, device: torch.device, progress: bool, callback: Callable | None) -> dict:  # fmt: skip
+def train_fold(
+    fold: int,
+    train_set: list[Lesion],
+    val_set: list[Lesion],
+    cache: PatchCache,
+    config: Config,
+    state_path: Path,
+    device: torch.device,
+    progress: bool,
+    callback: Callable | None,
+) -> dict:
     """Train fold ``fold`` (1-based) from its state file if there is one; returns the finished state."""
     settings, seed = config.training, config.training.seed
     torch.manual_seed(_seed(seed, fold))
@@ -294,8 +317,14 @@ def train_fold(fold: int, train_set: list[Lesion], val_set: list[Lesion], cache:
         optimizer.load_state_dict(state["optimizer"])
     per_epoch = len(train_set) // settings.batch_size + (len(train_set) % settings.batch_size >= 2)
     total_steps = max(settings.epochs * per_epoch, 1)
-    epochs = tqdm(range(state["epoch"], settings.epochs), desc=f"fold {fold}", unit="epoch", disable=not progress,
-                  initial=state["epoch"], total=settings.epochs)  # fmt: skip
+    epochs = tqdm(
+        range(state["epoch"], settings.epochs),
+        desc=f"fold {fold}",
+        unit="epoch",
+        disable=not progress,
+        initial=state["epoch"],
+        total=settings.epochs,
+    )
     for epoch in epochs:
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(_seed(seed, fold, epoch))
@@ -359,9 +388,17 @@ def _prepare(config: Config, run_dir: Path, data_sha256: str) -> None:
     _write_json(config.to_dict(), run_dir / "config.json")
 
 
-def train(config: Config, data_dir: Path, run_dir: Path, *, device: str | torch.device | None = None,
-          progress: bool = True, callback: Callable[[dict], None] | None = None,
-          workers: int | None = None, cache_dir: Path | None = None) -> Path:  # fmt: skip
+def train(
+    config: Config,
+    data_dir: Path,
+    run_dir: Path,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    callback: Callable[[dict], None] | None = None,
+    workers: int | None = None,
+    cache_dir: Path | None = None,
+) -> Path:
     """Train ``config.training.folds`` models on the development split of ``data_dir``; returns ``run_dir``.
 
     Resumes an interrupted run in ``run_dir`` (same config and data). ``device`` None = CUDA when present,
@@ -397,31 +434,50 @@ def train(config: Config, data_dir: Path, run_dir: Path, *, device: str | torch.
                 _save(state["best_model"], run_dir / f"fold-{fold}.pt")
                 state = {key: state[key] for key in ("history", "best_epoch")} | {"done": True}
                 _save(state, state_path)
-            reports.append({"fold": fold, "train_lesions": len(train_set), "best_epoch": state["best_epoch"],
-                            "validation": [x.key for x in val_set], "epochs": state["history"]})  # fmt: skip
+            reports.append(
+                {
+                    "fold": fold,
+                    "train_lesions": len(train_set),
+                    "best_epoch": state["best_epoch"],
+                    "validation": [x.key for x in val_set],
+                    "epochs": state["history"],
+                }
+            )
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous
     _finish(config, run_dir, lesions, problems, reports, device, time.perf_counter() - started)
     return run_dir
 
 
-def _finish(config: Config, run_dir: Path, lesions: list[Lesion], problems: dict[int, str], reports: list[dict],
-            device: torch.device, seconds: float) -> None:  # fmt: skip
+def _finish(
+    config: Config,
+    run_dir: Path,
+    lesions: list[Lesion],
+    problems: dict[int, str],
+    reports: list[dict],
+    device: torch.device,
+    seconds: float,
+) -> None:
     """metrics.json, then remove state/ and cache/, then manifest.json (last: its presence = complete)."""
     data = json.loads((run_dir / "state" / "run.json").read_text())
     best = [fold["epochs"][fold["best_epoch"] - 1] | {"n": len(fold["validation"])} for fold in reports]
-    pooled = {key: sum(b[key] * b["n"] for b in best) / max(sum(b["n"] for b in best), 1)
-              for key in ("val_loss", "val_accuracy_seven", "val_accuracy_binary")}  # fmt: skip
+    pooled = {
+        key: sum(b[key] * b["n"] for b in best) / max(sum(b["n"] for b in best), 1)
+        for key in ("val_loss", "val_accuracy_seven", "val_accuracy_binary")
+    }
     metrics = {
         "selection": SELECTION,
         "seed": config.training.seed,
         "device": str(device),
         "wall_seconds_last_session": round(seconds, 1),
-        "data": data | {"development_lesions": len(lesions) - len(problems),
-                        "skipped": [{"lesion": lesions[i].key, "problem": p} for i, p in sorted(problems.items())]},
+        "data": data
+        | {
+            "development_lesions": len(lesions) - len(problems),
+            "skipped": [{"lesion": lesions[i].key, "problem": p} for i, p in sorted(problems.items())],
+        },
         "cross_validation_at_best_epochs": pooled,
         "folds": reports,
-    }  # fmt: skip
+    }
     _write_json(metrics, run_dir / "metrics.json")
     shutil.rmtree(run_dir / "state", ignore_errors=True)
     shutil.rmtree(run_dir / "cache", ignore_errors=True)

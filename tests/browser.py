@@ -1,12 +1,20 @@
 """Headless Debian chromium for the browser tests and the viewer benchmark: launch flags from
-VIEWER_NOTES.md (WebGL2 through ANGLE + SwiftShader) and the in-page probes they share."""
+docs/machines.md (WebGL2 through ANGLE + SwiftShader) and the in-page probes they share."""
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--ignore-gpu-blocklist",
+]
 
 all_ready = """() => document.querySelectorAll('[data-sequence][data-state="ready"]').length === 7
     && window.liverread && liverread.mode === 'reading'"""

@@ -69,10 +69,20 @@ class DatasetBuilder:
                 write_volume(self.root / case / "masks" / lesion / f"{sequence}.nii.gz", mask, affine)
         for lesion, label in lesions:
             row = {
-                "patient": patient, "age": 61, "sex": "F", "cirrhosis": "no", "fatty_liver": "yes",
-                "scanner_vendor": "Siemens", "scanner_model": "Prisma", "field_strength_t": "3.0",
-                "case": case, "lesion": lesion, "label": label, "diameter_mm": "21.5", "split": split,
-            }  # fmt: skip
+                "patient": patient,
+                "age": 61,
+                "sex": "F",
+                "cirrhosis": "no",
+                "fatty_liver": "yes",
+                "scanner_vendor": "Siemens",
+                "scanner_model": "Prisma",
+                "field_strength_t": "3.0",
+                "case": case,
+                "lesion": lesion,
+                "label": label,
+                "diameter_mm": "21.5",
+                "split": split,
+            }
             row.update(fields)
             self.rows.append(row)
         return self

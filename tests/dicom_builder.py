@@ -1,4 +1,4 @@
-"""DICOM exams written from phantom cases, the way the three vendors of PAPER.md export them.
+"""DICOM exams written from phantom cases, the way the three vendors of docs/paper.md export them.
 
 - **GE** (Signa): classic files; T2 "Ax T2 FRFSE FS" and a coronal "Cor T2 SSFSE"; one DWI series with b 50
   and 800 (b-values in GE's private tag only); an ADC series; all four dynamic phases in one LAVA-Flex
@@ -40,8 +40,11 @@ STUDY_DATE = "20240301"
 PHASE_DELAYS_S = {"T1WI": 0.0, "LAP": 55.0, "PVP": 95.0, "DP": 235.0}
 """Start of each dynamic phase after the pre-contrast one (s): arterial, then 40 s and 180 s later."""
 logging.getLogger("highdicom").setLevel(logging.WARNING)  # it logs every attribute it copies
-MANUFACTURERS = {"GE": ("GE MEDICAL SYSTEMS", "Signa", "1.5"), "Siemens": ("SIEMENS", "TrioTim", "3"),
-                 "Philips": ("Philips Medical Systems", "Ingenia", "3")}  # fmt: skip
+MANUFACTURERS = {
+    "GE": ("GE MEDICAL SYSTEMS", "Signa", "1.5"),
+    "Siemens": ("SIEMENS", "TrioTim", "3"),
+    "Philips": ("Philips Medical Systems", "Ingenia", "3"),
+}
 
 
 @dataclass
@@ -56,12 +59,18 @@ class Identity:
     def values(self) -> dict[str, str]:
         born = f"{int(STUDY_DATE[:4]) - self.age - 1}0512"  # the birthday falls after the study date
         return {
-            "PatientName": f"Doe{self.tag}^Jane", "PatientID": f"MRN-{self.tag}-4711", "PatientBirthDate": born,
-            "AccessionNumber": f"ACC{self.tag}998877", "InstitutionName": f"St {self.tag} Hospital",
-            "ReferringPhysicianName": f"Who{self.tag}^Doctor", "StationName": f"MR{self.tag}EAST",
-            "DeviceSerialNumber": f"SN{self.tag}555123", "StudyID": f"SID{self.tag}31", "StudyDate": STUDY_DATE,
+            "PatientName": f"Doe{self.tag}^Jane",
+            "PatientID": f"MRN-{self.tag}-4711",
+            "PatientBirthDate": born,
+            "AccessionNumber": f"ACC{self.tag}998877",
+            "InstitutionName": f"St {self.tag} Hospital",
+            "ReferringPhysicianName": f"Who{self.tag}^Doctor",
+            "StationName": f"MR{self.tag}EAST",
+            "DeviceSerialNumber": f"SN{self.tag}555123",
+            "StudyID": f"SID{self.tag}31",
+            "StudyDate": STUDY_DATE,
             "OperatorsName": f"Tech{self.tag}^Ann",
-        }  # fmt: skip
+        }
 
     @property
     def secrets(self) -> list[str]:
@@ -148,8 +157,18 @@ class ExamWriter:
         self.written.setdefault(str(ds.SeriesNumber), []).append(ds)
         return path
 
-    def classic(self, number: int, description: str, volume: nib.Nifti1Image, *, time_s=0.0, extra=None,
-                image_type=("ORIGINAL", "PRIMARY", "M"), first_instance=1, slices=None) -> None:  # fmt: skip
+    def classic(
+        self,
+        number: int,
+        description: str,
+        volume: nib.Nifti1Image,
+        *,
+        time_s=0.0,
+        extra=None,
+        image_type=("ORIGINAL", "PRIMARY", "M"),
+        first_instance=1,
+        slices=None,
+    ) -> None:
         """One file per slice; ``extra(ds, k)`` adds vendor tags; ``slices`` limits which slices are written."""
         data = np.asarray(volume.dataobj).astype(np.int16)
         for k in slices if slices is not None else range(data.shape[2]):
@@ -164,8 +183,13 @@ class ExamWriter:
                 extra(ds, k)
             self.save(ds, f"{number:03d}/{first_instance + k:04d}.dcm")
 
-    def enhanced(self, number: int, description: str, volumes: list[tuple[nib.Nifti1Image, dict]],
-                 image_type=("ORIGINAL", "PRIMARY", "M", "NONE")) -> None:  # fmt: skip
+    def enhanced(
+        self,
+        number: int,
+        description: str,
+        volumes: list[tuple[nib.Nifti1Image, dict]],
+        image_type=("ORIGINAL", "PRIMARY", "M", "NONE"),
+    ) -> None:
         """One enhanced MR file holding every slice of every (volume, per-frame extras) pair."""
         from pydicom.uid import EnhancedMRImageStorage
 
@@ -210,18 +234,29 @@ class ExamWriter:
         category = hd.sr.CodedConcept("M-01000", "SRT", "Morphologically Altered Structure")
         descriptions = [
             hd.seg.SegmentDescription(
-                segment_number=n, segment_label=name, segmented_property_category=category,
-                segmented_property_type=category, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+                segment_number=n,
+                segment_label=name,
+                segmented_property_category=category,
+                segmented_property_type=category,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
             )
             for n, name in enumerate(masks, start=1)
-        ]  # fmt: skip
+        ]
         stacked = np.stack([m.transpose(2, 1, 0) for m in masks.values()], axis=-1).astype(np.uint8)
         seg = hd.seg.Segmentation(
-            source_images=sources, pixel_array=stacked, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions, series_instance_uid=generate_uid(UID_ROOT), series_number=number,
-            sop_instance_uid=generate_uid(UID_ROOT), instance_number=1, manufacturer="LiverRead tests",
-            manufacturer_model_name="builder", software_versions="1", device_serial_number="0",
-        )  # fmt: skip
+            source_images=sources,
+            pixel_array=stacked,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=generate_uid(UID_ROOT),
+            series_number=number,
+            sop_instance_uid=generate_uid(UID_ROOT),
+            instance_number=1,
+            manufacturer="LiverRead tests",
+            manufacturer_model_name="builder",
+            software_versions="1",
+            device_serial_number="0",
+        )
         seg.save_as(self.folder / f"seg{number:03d}.dcm")
 
     def masks(self, case_dir: Path, seg: dict[str, list[Dataset]]) -> None:
@@ -291,13 +326,13 @@ def write_ge(case_dir: Path, folder: Path, identity: Identity, *, phases=SEQUENC
         case_dir,
         {"DWI": writer.files(5, 101), **{s: writer.files(7, 100 * n + 1, 100 * n + 99) for n, s in enumerate(phases)}},
     )
-    expected = {"T2WI": "3", "DWI": "5:b800", "ADC": "500", "T1WI": "7:t1", "LAP": "7:t2", "PVP": "7:t3",
-                "DP": "7:t4"}  # fmt: skip
+    expected = {"T2WI": "3", "DWI": "5:b800", "ADC": "500", "T1WI": "7:t1", "LAP": "7:t2", "PVP": "7:t3", "DP": "7:t4"}
     return WrittenExam(folder, writer.study_uid, identity, "GE", expected, writer.series_uids)
 
 
-def write_siemens(case_dir: Path, folder: Path, identity: Identity, *, t1_description="t1_vibe_fs_tra_bh",
-                  delays=PHASE_DELAYS_S) -> WrittenExam:  # fmt: skip
+def write_siemens(
+    case_dir: Path, folder: Path, identity: Identity, *, t1_description="t1_vibe_fs_tra_bh", delays=PHASE_DELAYS_S
+) -> WrittenExam:
     writer = ExamWriter(folder, "Siemens", identity)
     writer.classic(2, "t2_haste_tra", _load(case_dir, "T2WI"))
     writer.classic(3, "t2_tse_fs_tra", _load(case_dir, "T2WI"))
@@ -313,8 +348,12 @@ def write_siemens(case_dir: Path, folder: Path, identity: Identity, *, t1_descri
     dwi = _load(case_dir, "DWI")
     writer.classic(6, "ep2d_diff_b50_800_tra", _scaled(dwi, 1.6), extra=b_tag(50))
     writer.classic(6, "ep2d_diff_b50_800_tra", dwi, extra=b_tag(800), first_instance=101)
-    writer.classic(7, "ep2d_diff_b50_800_tra_ADC", _load(case_dir, "ADC"),
-                   image_type=("DERIVED", "PRIMARY", "DIFFUSION", "ADC", "ND"))  # fmt: skip
+    writer.classic(
+        7,
+        "ep2d_diff_b50_800_tra_ADC",
+        _load(case_dir, "ADC"),
+        image_type=("DERIVED", "PRIMARY", "DIFFUSION", "ADC", "ND"),
+    )
     for n, (sequence, delay) in enumerate(delays.items()):
 
         def agent(ds, k, post=n > 0):
@@ -335,12 +374,21 @@ def write_philips(case_dir: Path, folder: Path, identity: Identity) -> WrittenEx
     writer.enhanced(501, "DWI_b0_800", [(_scaled(dwi, 2.0), {"b_value": 0}), (dwi, {"b_value": 800})])
     writer.enhanced(502, "dADC", [(_load(case_dir, "ADC"), {})], image_type=("DERIVED", "PRIMARY", "ADC", "ADC"))
     writer.enhanced(601, "eTHRIVE_pre", [(_load(case_dir, "T1WI"), {"time_s": 900})])
-    post = [(_load(case_dir, s), {"time_s": 900 + PHASE_DELAYS_S[s], "temporal": n + 1})
-            for n, s in enumerate(("LAP", "PVP", "DP"))]  # fmt: skip
+    post = [
+        (_load(case_dir, s), {"time_s": 900 + PHASE_DELAYS_S[s], "temporal": n + 1})
+        for n, s in enumerate(("LAP", "PVP", "DP"))
+    ]
     writer.enhanced(701, "eTHRIVE_dyn", post)
     writer.masks(case_dir, {"T2WI": writer.files(401), "ADC": writer.files(502), "T1WI": writer.files(601)})
-    expected = {"T2WI": "401", "DWI": "501:b800", "ADC": "502", "T1WI": "601", "LAP": "701:t1", "PVP": "701:t2",
-                "DP": "701:t3"}  # fmt: skip
+    expected = {
+        "T2WI": "401",
+        "DWI": "501:b800",
+        "ADC": "502",
+        "T1WI": "601",
+        "LAP": "701:t1",
+        "PVP": "701:t2",
+        "DP": "701:t3",
+    }
     return WrittenExam(folder, writer.study_uid, identity, "Philips", expected, writer.series_uids)
 
 
@@ -365,8 +413,17 @@ def write_labels(path: Path, exams: list[tuple[WrittenExam, list[dict]]], study_
         for exam, rows in exams:
             study = exam.study_uid if study_key == "study_uid" else exam.identity.values["AccessionNumber"]
             for row in rows:
-                writer.writerow([study, row["lesion"], row["label"], row["diameter_mm"], row["split"],
-                                 row["cirrhosis"], row["fatty_liver"]])  # fmt: skip
+                writer.writerow(
+                    [
+                        study,
+                        row["lesion"],
+                        row["label"],
+                        row["diameter_mm"],
+                        row["split"],
+                        row["cirrhosis"],
+                        row["fatty_liver"],
+                    ]
+                )
     return path
 
 

@@ -132,15 +132,31 @@ class Connection:
 
 
 class SimulatedReader:
-    def __init__(self, base_url: str, study: str, username: str, password: str, log: Log, behaviour: Behaviour,
-                 stop: threading.Event, rng: random.Random, logged_in: threading.Event):  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        study: str,
+        username: str,
+        password: str,
+        log: Log,
+        behaviour: Behaviour,
+        stop: threading.Event,
+        rng: random.Random,
+        logged_in: threading.Event,
+    ):
         self.base_url, self.study, self.username, self.password = base_url, study, username, password
         self.log, self.behaviour, self.stop, self.rng, self.logged_in = log, behaviour, stop, rng, logged_in
         self.cookies: dict[str, str] = {}
         self.connection = Connection(base_url, self.cookies, behaviour.timeout_s)
 
-    def call(self, endpoint: str, method: str, path: str, body: dict | str | None = None,
-             connection: Connection | None = None) -> tuple[int, bytes]:  # fmt: skip
+    def call(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        body: dict | str | None = None,
+        connection: Connection | None = None,
+    ) -> tuple[int, bytes]:
         """One request, retried while the answer is in RETRIED; returns the last (status, body)."""
         connection = connection or self.connection
         headers = {"Accept": "application/json"} if path.startswith("/api/") else {}
@@ -157,8 +173,9 @@ class SimulatedReader:
             except (OSError, http.client.HTTPException):
                 connection.close()
                 status, answer_headers, content = 0, {}, b""
-            self.log.request(Request(self.username, endpoint, status, time.monotonic() - started, started,
-                                     len(content)))  # fmt: skip
+            self.log.request(
+                Request(self.username, endpoint, status, time.monotonic() - started, started, len(content))
+            )
             if status not in RETRIED or time.monotonic() >= deadline:
                 return status, content
             delay = float(answer_headers.get("Retry-After") or min(2.0, 0.25 * 2**attempt))
@@ -195,8 +212,13 @@ class SimulatedReader:
             self.expect("mask", "GET", sequence["mask"])
         if self.stop.wait(self.rng.uniform(*self.behaviour.think_s)):
             return False
-        body = {"lesion": task["lesion"], "phase": task["phase"], "diagnosis": self.rng.choice(CLASSES),
-                "confidence": self.rng.randint(1, 5), "malignancy": self.rng.randint(0, 100)}  # fmt: skip
+        body = {
+            "lesion": task["lesion"],
+            "phase": task["phase"],
+            "diagnosis": self.rng.choice(CLASSES),
+            "confidence": self.rng.randint(1, 5),
+            "malignancy": self.rng.randint(0, 100),
+        }
         if self.rng.random() < self.behaviour.double_submit:
             twin, failed = Connection(self.base_url, self.cookies, self.behaviour.timeout_s), []
             again = threading.Thread(target=self.submit, args=(body, "read-again", twin, failed))
@@ -244,8 +266,9 @@ class Crowd:
     """Simulated readers on threads of their own, taking accounts from a shared pool: a reader who finishes
     the study hands over to the next account; one who was stopped puts theirs back."""
 
-    def __init__(self, base_url: str, study: str, accounts: list[tuple[str, str]], behaviour: Behaviour, log: Log,
-                 seed: int = 0):  # fmt: skip
+    def __init__(
+        self, base_url: str, study: str, accounts: list[tuple[str, str]], behaviour: Behaviour, log: Log, seed: int = 0
+    ):
         self.base_url, self.study, self.behaviour, self.log = base_url, study, behaviour, log
         self.accounts = queue.SimpleQueue()
         for account in accounts:
@@ -282,8 +305,9 @@ class Crowd:
                 username, password = self.accounts.get_nowait()
             except queue.Empty:
                 break
-            reader = SimulatedReader(self.base_url, self.study, username, password, self.log, self.behaviour,
-                                     self.stopping, rng, logged_in)  # fmt: skip
+            reader = SimulatedReader(
+                self.base_url, self.study, username, password, self.log, self.behaviour, self.stopping, rng, logged_in
+            )
             if not reader.run():  # stopped, or failed (logged): the account goes back, this client ends
                 self.accounts.put((username, password))
                 break

@@ -103,16 +103,18 @@ def test_kruskal_wallis_when_a_group_is_not_normal_matches_mann_whitney():
 
 def cohort(**changes) -> pd.DataFrame:
     """Patients p1-p4 in development (p1 with two lesions), q1-q3 in test."""
-    frame = pd.DataFrame({
-        "lesion": ["a", "b", "c", "d", "e", "f", "g", "h"],
-        "case": ["p1", "p1", "p2", "p3", "p4", "q1", "q2", "q3"],
-        "split": ["development"] * 5 + ["test"] * 3,
-        "age": [40, 40, 50, 60, 70, 45, 55, 65],
-        "sex": ["F", "F", "M", "F", "F", "M", "M", "F"],
-        "label": ["cyst", "HCC", "cyst", "FNH", "HCC", "metastasis", "cyst", "HCC"],
-        "diameter_mm": [10.0, 20.0, 30.0, 40.0, 50.0, 12.0, 14.0, 100.0],
-        "scanner_model": ["Signa", "Signa", "Signa", "Prisma", "Prisma", "Signa", "Ingenia", "Ingenia"],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "lesion": ["a", "b", "c", "d", "e", "f", "g", "h"],
+            "case": ["p1", "p1", "p2", "p3", "p4", "q1", "q2", "q3"],
+            "split": ["development"] * 5 + ["test"] * 3,
+            "age": [40, 40, 50, 60, 70, 45, 55, 65],
+            "sex": ["F", "F", "M", "F", "F", "M", "M", "F"],
+            "label": ["cyst", "HCC", "cyst", "FNH", "HCC", "metastasis", "cyst", "HCC"],
+            "diameter_mm": [10.0, 20.0, 30.0, 40.0, 50.0, 12.0, 14.0, 100.0],
+            "scanner_model": ["Signa", "Signa", "Signa", "Prisma", "Prisma", "Signa", "Ingenia", "Ingenia"],
+        }
+    )
     for column, value in changes.items():
         frame[column] = value
     return frame
@@ -127,7 +129,14 @@ def test_cohort_counts_patients_and_lesions():
     assert rows(table, "patients").loc["n", ["development", "test"]].tolist() == ["4", "3"]
     assert rows(table, "lesions").loc["n", ["development", "test"]].tolist() == ["5", "3"]
     assert table["variable"].unique().tolist() == [
-        "patients", "lesions", "age", "sex", "label", "diameter_mm", "scanner_model"]  # fmt: skip
+        "patients",
+        "lesions",
+        "age",
+        "sex",
+        "label",
+        "diameter_mm",
+        "scanner_model",
+    ]
 
 
 def test_age_is_per_patient_with_mean_sd_median_iqr_and_t_test():
@@ -178,12 +187,18 @@ def test_scanner_is_per_patient():
 def test_cohort_p_values_match_direct_tests_on_a_larger_cohort():
     rng = np.random.default_rng(7)
     n = 400
-    frame = pd.DataFrame({
-        "lesion": [f"l{i}" for i in range(n)], "case": [f"c{i}" for i in range(n)],
-        "split": np.where(np.arange(n) < 300, "development", "test"), "age": rng.normal(55, 11, n).round(),
-        "sex": rng.choice(["F", "M"], n), "label": rng.choice(["cyst", "FNH", "HCC", "ICC"], n),
-        "diameter_mm": rng.lognormal(3, 0.6, n), "scanner_model": rng.choice(["Signa", "Prisma", "Ingenia"], n),
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "lesion": [f"l{i}" for i in range(n)],
+            "case": [f"c{i}" for i in range(n)],
+            "split": np.where(np.arange(n) < 300, "development", "test"),
+            "age": rng.normal(55, 11, n).round(),
+            "sex": rng.choice(["F", "M"], n),
+            "label": rng.choice(["cyst", "FNH", "HCC", "ICC"], n),
+            "diameter_mm": rng.lognormal(3, 0.6, n),
+            "scanner_model": rng.choice(["Signa", "Prisma", "Ingenia"], n),
+        }
+    )
     table = cohort_table(frame)
     dev, test = frame[frame["split"] == "development"], frame[frame["split"] == "test"]
     first = table.dropna(subset=["p"]).set_index("variable")

@@ -25,8 +25,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def simulated(predicted):
-    readers = [make_reader(name, group) for name, group in
-               [("res1", "resident"), ("res2", "resident"), ("gen1", "general"), ("aca1", "academic")]]  # fmt: skip
+    readers = [
+        make_reader(name, group)
+        for name, group in [("res1", "resident"), ("res2", "resident"), ("gen1", "general"), ("aca1", "academic")]
+    ]
     study = new_study(predicted, readers, design="sequential", is_open=False)
     simulate_reads(study)
     owner = get_user_model().objects.create_user("owner", password="x", is_staff=True)
@@ -95,17 +97,37 @@ def synthetic(readers=4, lesions=12, seed=3):
         for phase, shift in (("unaided", 0), ("aided", 10)):
             for n, label in enumerate(labels):
                 diagnosis = label if rng.random() < 0.7 else (label + 1) % 7
-                rows.append({"reader": f"r{r}", "group": READER_GROUPS[r % 3], "lesion": f"L{n}", "phase": phase,
-                             "label_index": label, "diagnosis_index": diagnosis, "label_malignant": malignant[n],
-                             "diagnosis_malignant": diagnosis >= 4, "correct": diagnosis == label,
-                             "correct_malignant": (diagnosis >= 4) == malignant[n], "diameter_mm": 10.0 + 3 * n,
-                             "cirrhosis": n % 2 == 0, "fatty_liver": n % 3 == 0, "scanner_model": "Prisma",
-                             "malignancy": float(np.clip(50 + (30 + shift) * (2 * malignant[n] - 1)
-                                                         + rng.normal(0, 25), 0, 100))})  # fmt: skip
+                rows.append(
+                    {
+                        "reader": f"r{r}",
+                        "group": READER_GROUPS[r % 3],
+                        "lesion": f"L{n}",
+                        "phase": phase,
+                        "label_index": label,
+                        "diagnosis_index": diagnosis,
+                        "label_malignant": malignant[n],
+                        "diagnosis_malignant": diagnosis >= 4,
+                        "correct": diagnosis == label,
+                        "correct_malignant": (diagnosis >= 4) == malignant[n],
+                        "diameter_mm": 10.0 + 3 * n,
+                        "cirrhosis": n % 2 == 0,
+                        "fatty_liver": n % 3 == 0,
+                        "scanner_model": "Prisma",
+                        "malignancy": float(
+                            np.clip(50 + (30 + shift) * (2 * malignant[n] - 1) + rng.normal(0, 25), 0, 100)
+                        ),
+                    }
+                )
     p = rng.dirichlet(np.ones(7), lesions)
-    model = pd.DataFrame({"lesion": [f"L{n}" for n in range(lesions)], "label_index": labels,
-                          "model_class": [CLASSES[i] for i in p.argmax(1)], "model_p_malignant": p[:, 4:].sum(1),
-                          **{f"p_{c}": p[:, k] for k, c in enumerate(CLASSES)}})  # fmt: skip
+    model = pd.DataFrame(
+        {
+            "lesion": [f"L{n}" for n in range(lesions)],
+            "label_index": labels,
+            "model_class": [CLASSES[i] for i in p.argmax(1)],
+            "model_p_malignant": p[:, 4:].sum(1),
+            **{f"p_{c}": p[:, k] for k, c in enumerate(CLASSES)},
+        }
+    )
     model["model_malignant"] = model["model_p_malignant"] > 0.5
     model["model_correct"] = model["model_class"].map(CLASSES.index) == labels
     model["model_correct_malignant"] = model["model_malignant"] == malignant
@@ -115,8 +137,10 @@ def synthetic(readers=4, lesions=12, seed=3):
 def test_the_mrmc_sections_are_the_or_analyses_of_the_crossed_ratings():
     reads, model = synthetic()
     results = summarise(reads, model)
-    by_phase = [reads[reads["phase"] == phase].pivot_table(index="reader", columns="lesion", values="malignancy")
-                for phase in ("unaided", "aided")]  # fmt: skip
+    by_phase = [
+        reads[reads["phase"] == phase].pivot_table(index="reader", columns="lesion", values="malignancy")
+        for phase in ("unaided", "aided")
+    ]
     ratings = np.stack([table.to_numpy() for table in by_phase], axis=1)  # readers and lesions sorted by name
     truth = model.set_index("lesion").sort_index()["label_index"].isin([4, 5, 6]).to_numpy()
     expected = or_analysis(ratings, truth)

@@ -102,8 +102,14 @@ def test_the_cohort_table_compares_the_splits_of_the_studys_datasets(dataset, me
 
     for n in range(10):
         split = "test" if n < 4 else "development"
-        dataset.add_case(f"C{n}", patient=f"P{n}", lesions=(("L1", CLASSES[n % 7]),), split=split,
-                         age=str(40 + 3 * n), diameter_mm=str(10 + n))  # fmt: skip
+        dataset.add_case(
+            f"C{n}",
+            patient=f"P{n}",
+            lesions=(("L1", CLASSES[n % 7]),),
+            split=split,
+            age=str(40 + 3 * n),
+            diameter_mm=str(10 + n),
+        )
     dataset.write_manifest()
     import_dataset(dataset.root, dataset="trial")
     study = new_study(Lesion.objects.filter(split="test"))

@@ -90,8 +90,10 @@ def test_variance_components(result):
     assert c.var == printed("0.00080229")
     assert (c.cov1, c.cov2, c.cov3) == (printed("0.00034661"), printed("0.00034407"), printed("0.00023903"))
     assert (c.cov1 / c.var, c.cov2 / c.var, c.cov3 / c.var) == (
-        printed("0.43203138"), printed("0.42886683"), printed("0.29793328"),
-    )  # fmt: skip
+        printed("0.43203138"),
+        printed("0.42886683"),
+        printed("0.29793328"),
+    )
     assert (c.var_r, c.var_tr) == (printed("0.00153500"), printed("0.00020040"))
 
 

@@ -24,8 +24,16 @@ def test_size_bins_follow_the_crop_rule():
 
 def reads(levels, correct, group="resident", **columns) -> pd.DataFrame:
     """One read per entry: the subgroup level, whether it is correct, the reader group, lesion ids l0, l1, …"""
-    return pd.DataFrame({"lesion": [f"l{i}" for i in range(len(levels))], "group": group, "phase": "unaided",
-                         "cirrhosis": levels, "correct": correct, **columns})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "lesion": [f"l{i}" for i in range(len(levels))],
+            "group": group,
+            "phase": "unaided",
+            "cirrhosis": levels,
+            "correct": correct,
+            **columns,
+        }
+    )
 
 
 def test_two_levels_by_hand_with_fisher():

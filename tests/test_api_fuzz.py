@@ -68,8 +68,9 @@ def open_study(eight_lesions):
     group.permissions.set(Permission.objects.filter(content_type__app_label__in=["cases", "studies"]))
     owner.groups.add(group)
     reader = make_reader("reader")
-    study = new_study(eight_lesions, [reader], owner=owner, feedback="reference", practice=True,
-                      allow_revisit=True, allow_amend=True)  # fmt: skip
+    study = new_study(
+        eight_lesions, [reader], owner=owner, feedback="reference", practice=True, allow_revisit=True, allow_amend=True
+    )
     client = Client()
     client.force_login(reader.user)
     done = []
@@ -79,8 +80,15 @@ def open_study(eight_lesions):
         done.append(task["lesion"])
     lesions = [study_lesion_id(study, lesion) for lesion in eight_lesions]
     unread = next_task(client, study)["task"]["lesion"]  # the one being read: known to the reader, not revealed
-    return {"study": study, "reader": reader.user, "reader client": client, "owner": owner, "lesions": lesions,
-            "read": done[0], "unread": unread}  # fmt: skip
+    return {
+        "study": study,
+        "reader": reader.user,
+        "reader client": client,
+        "owner": owner,
+        "lesions": lesions,
+        "read": done[0],
+        "unread": unread,
+    }
 
 
 @dataclass
@@ -100,8 +108,10 @@ class Run:
         client = Client()
         client.force_login(self.user)
         token = get_random_string(32)
-        self.cookies = {settings.SESSION_COOKIE_NAME: client.cookies[settings.SESSION_COOKIE_NAME].value,
-                        settings.CSRF_COOKIE_NAME: token}  # fmt: skip
+        self.cookies = {
+            settings.SESSION_COOKIE_NAME: client.cookies[settings.SESSION_COOKIE_NAME].value,
+            settings.CSRF_COOKIE_NAME: token,
+        }
         self.headers = {"X-CSRFToken": token}
         return self
 
@@ -156,8 +166,13 @@ def fuzz(schema, run: Run) -> set[str]:
         operation = result.ok()
         tested.add(operation.label)
         for strategy in strategies(operation, run.fixture):
-            bounded = hypothesis_settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-                                          suppress_health_check=list(HealthCheck))  # fmt: skip
+            bounded = hypothesis_settings(
+                max_examples=EXAMPLES,
+                derandomize=True,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             bounded(given(strategy)(lambda drawn: run.send(*drawn)))()
     return tested
 

@@ -34,16 +34,49 @@ def read_everything(client, study, reader, amend=()) -> None:
 
 
 BY_READER = "assignment__reader__user__username"
-STUDY_FIELDS = ("public_id", "name", "instructions", "owner__username", "created", "model_version__name", "design",
-                "washout_days", "feedback", "practice", "allow_revisit", "allow_amend", "field_of_view_mm",
-                "is_open")  # fmt: skip
-ASSIGNMENT_FIELDS = ("reader__user__username", "reader__group", "reader__years_of_experience", "group", "orders",
-                     "aided_session", "assigned_at")  # fmt: skip
+STUDY_FIELDS = (
+    "public_id",
+    "name",
+    "instructions",
+    "owner__username",
+    "created",
+    "model_version__name",
+    "design",
+    "washout_days",
+    "feedback",
+    "practice",
+    "allow_revisit",
+    "allow_amend",
+    "field_of_view_mm",
+    "is_open",
+)
+ASSIGNMENT_FIELDS = (
+    "reader__user__username",
+    "reader__group",
+    "reader__years_of_experience",
+    "group",
+    "orders",
+    "aided_session",
+    "assigned_at",
+)
 PRESENTATION_FIELDS = (BY_READER, "lesion_id", "phase", "shown_at")
 DISCLOSURE_FIELDS = (BY_READER, "lesion_id", "prediction_id", "purpose", "revealed", "shown_at")
-READ_FIELDS = ("public_id", BY_READER, "lesion_id", "phase", "session", "diagnosis", "confidence", "malignancy",
-               "shown_at", "submitted_at", "prediction_shown_id", "disclosure__shown_at", "disclosure__purpose",
-               "supersedes__public_id")  # fmt: skip
+READ_FIELDS = (
+    "public_id",
+    BY_READER,
+    "lesion_id",
+    "phase",
+    "session",
+    "diagnosis",
+    "confidence",
+    "malignancy",
+    "shown_at",
+    "submitted_at",
+    "prediction_shown_id",
+    "disclosure__shown_at",
+    "disclosure__purpose",
+    "supersedes__public_id",
+)
 
 
 def study_rows(study: ReaderStudy) -> dict:
@@ -78,8 +111,17 @@ def test_a_study_round_trips_through_its_archive_losing_nothing(client, predicte
     readers = [make_reader("r1", "resident"), make_reader("r2", "academic")]
     archived_email = "ada@example.org"
     users.filter(username="r2").update(first_name="Ada", last_name="Reader", email=archived_email)
-    study = new_study(predicted, readers, name="Archived", design="sequential", feedback="model", owner=owner,
-                      allow_revisit=True, allow_amend=True, instructions="Read carefully.")  # fmt: skip
+    study = new_study(
+        predicted,
+        readers,
+        name="Archived",
+        design="sequential",
+        feedback="model",
+        owner=owner,
+        allow_revisit=True,
+        allow_amend=True,
+        instructions="Read carefully.",
+    )
     study.admins.add(helper)
     read_everything(client, study, readers[0], amend=["cyst", "FNH"])
     read_everything(client, study, readers[1])
@@ -100,8 +142,9 @@ def test_a_study_round_trips_through_its_archive_losing_nothing(client, predicte
     assert "password" not in text and "pbkdf2" not in text
     archived = read_payload(first)
     assert {len(ref["volumes_sha256"]) for ref in archived["lesions"]} == {7}
-    assert archived["model_versions"] == [{"name": "tiny-secret-model",
-                                           "files_sha256": study.model_version.files_sha256}]  # fmt: skip
+    assert archived["model_versions"] == [
+        {"name": "tiny-secret-model", "files_sha256": study.model_version.files_sha256}
+    ]
 
     delete_study(study)
     users.filter(username="r2").update(username="r2-departed")  # r2 must be created again, r1 is matched
@@ -129,12 +172,24 @@ def test_a_study_round_trips_through_its_archive_losing_nothing(client, predicte
 def archive(client, eight_lesions, tmp_path):
     """A sequential study (a registered model with done predictions; one reader's unaided and aided read)
     archived to a file, then deleted."""
-    version = ModelVersion.objects.create(name="registered", config={}, run_path="models/registered", metrics={},
-                                          files_sha256={"fold-0.pt": "a" * 64, "config.json": "b" * 64})  # fmt: skip
+    version = ModelVersion.objects.create(
+        name="registered",
+        config={},
+        run_path="models/registered",
+        metrics={},
+        files_sha256={"fold-0.pt": "a" * 64, "config.json": "b" * 64},
+    )
     for lesion in eight_lesions:
-        Prediction.objects.create(model_version=version, lesion=lesion, status="done", probabilities=[1 / 7] * 7,
-                                  malignant_probability=0.5, predicted_class=0, predicted_malignant=True,
-                                  checkpoints_sha256={"fold-0.pt": "a" * 64})  # fmt: skip
+        Prediction.objects.create(
+            model_version=version,
+            lesion=lesion,
+            status="done",
+            probabilities=[1 / 7] * 7,
+            malignant_probability=0.5,
+            predicted_class=0,
+            predicted_malignant=True,
+            checkpoints_sha256={"fold-0.pt": "a" * 64},
+        )
     reader = make_reader("r1")
     study = new_study(eight_lesions, [reader], name="Refused", design="sequential", model_version=version)
     as_user(client, reader)
@@ -169,35 +224,58 @@ def impossible_read(payload) -> None:
     payload["users"].append({"username": "newcomer", "first_name": "", "last_name": "", "email": ""})
     payload["readers"].append({**payload["readers"][0], "username": "newcomer"})
     payload["assignments"].append({**payload["assignments"][0], "reader": "newcomer"})
-    payload["reads"].append({**payload["reads"][0], "reader": "newcomer", "public_id": "f" * 16, "diagnosis": 99,
-                             "disclosure": None})  # fmt: skip
+    payload["reads"].append(
+        {**payload["reads"][0], "reader": "newcomer", "public_id": "f" * 16, "diagnosis": 99, "disclosure": None}
+    )
 
 
 BREAKAGES = {
-    "missing lesion": (lambda path: Case.objects.filter(source_name="C3").update(source_name="C3-renamed"),
-                       "lesion trial/C3/L1 is not in this database"),
-    "image hash": (lambda path: SequenceVolume.objects.filter(case__source_name="C5", sequence="ADC").update(
-                   sha256="0" * 64), "lesion trial/C5/L1: the stored volumes of ADC differ"),
+    "missing lesion": (
+        lambda path: Case.objects.filter(source_name="C3").update(source_name="C3-renamed"),
+        "lesion trial/C3/L1 is not in this database",
+    ),
+    "image hash": (
+        lambda path: SequenceVolume.objects.filter(case__source_name="C5", sequence="ADC").update(sha256="0" * 64),
+        "lesion trial/C5/L1: the stored volumes of ADC differ",
+    ),
     "name taken": (lambda path: ReaderStudy.objects.create(name="Refused"), "already has a study named 'Refused'"),
-    "public id taken": (lambda path: ReaderStudy.objects.create(name="Other", public_id=read_payload(path)["study"][
-                        "public_id"]), "already has a study named 'Other'"),
-    "unknown model": (lambda path: ModelVersion.objects.update(name="renamed"),
-                      "model version 'registered' is not registered here"),
-    "other model": (lambda path: ModelVersion.objects.update(files_sha256={"fold-0.pt": "c" * 64}),
-                    "differs from the archived one in config.json, fold-0.pt"),
-    "other prediction": (lambda path: Prediction.objects.update(predicted_class=3),
-                         "differs from the one shown in predicted_class"),
-    "truncated": (lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
-                  "corrupt or truncated archive"),
-    "corrupt": (lambda path: path.write_bytes((b := path.read_bytes())[:200] + bytes(x ^ 0xFF for x in b[200:400])
-                                              + b[400:]), "corrupt or truncated archive"),
-    "edited": (lambda path: rewrite(path, lambda doc: doc["payload"]["reads"][0].update(diagnosis=1)),
-               "the payload's SHA-256 differs from the recorded one"),
-    "format version": (lambda path: rewrite(path, lambda doc: doc.update(format_version=2)),
-                       "archive format version 2 is not supported"),
-    "breaks a rule midway": (lambda path: rewrite(path, rehashed(impossible_read)),
-                             "breaks a rule of this database .*read_known_diagnosis"),
-}  # fmt: skip
+    "public id taken": (
+        lambda path: ReaderStudy.objects.create(name="Other", public_id=read_payload(path)["study"]["public_id"]),
+        "already has a study named 'Other'",
+    ),
+    "unknown model": (
+        lambda path: ModelVersion.objects.update(name="renamed"),
+        "model version 'registered' is not registered here",
+    ),
+    "other model": (
+        lambda path: ModelVersion.objects.update(files_sha256={"fold-0.pt": "c" * 64}),
+        "differs from the archived one in config.json, fold-0.pt",
+    ),
+    "other prediction": (
+        lambda path: Prediction.objects.update(predicted_class=3),
+        "differs from the one shown in predicted_class",
+    ),
+    "truncated": (
+        lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+        "corrupt or truncated archive",
+    ),
+    "corrupt": (
+        lambda path: path.write_bytes((b := path.read_bytes())[:200] + bytes(x ^ 0xFF for x in b[200:400]) + b[400:]),
+        "corrupt or truncated archive",
+    ),
+    "edited": (
+        lambda path: rewrite(path, lambda doc: doc["payload"]["reads"][0].update(diagnosis=1)),
+        "the payload's SHA-256 differs from the recorded one",
+    ),
+    "format version": (
+        lambda path: rewrite(path, lambda doc: doc.update(format_version=2)),
+        "archive format version 2 is not supported",
+    ),
+    "breaks a rule midway": (
+        lambda path: rewrite(path, rehashed(impossible_read)),
+        "breaks a rule of this database .*read_known_diagnosis",
+    ),
+}
 
 
 def database_rows() -> dict:

@@ -96,8 +96,12 @@ def body_of(response) -> str:
 @pytest.mark.parametrize("role", ROLES)
 def test_blinding_matrix(client, world, role, state):
     study, lesion = world["study"], world["lesion"]
-    user = {"reader before read": world["a"].user, "reader after read": world["a"].user,
-            "unassigned reader": world["unassigned"].user, "study admin": world["admin"]}.get(role)  # fmt: skip
+    user = {
+        "reader before read": world["a"].user,
+        "reader after read": world["a"].user,
+        "unassigned reader": world["unassigned"].user,
+        "study admin": world["admin"],
+    }.get(role)
     if user:
         client.force_login(user)
     if role == "reader after read":

@@ -31,9 +31,13 @@ def test_make_demo_imports_the_cohort_and_creates_the_accounts(var, capsys):
     assert (var / "demo_dataset" / "manifest.csv").exists()
     groups = sorted(Reader.objects.values_list("group", "user__username"))
     assert groups == [
-        ("academic", "academic1"), ("academic", "academic2"), ("general", "general1"),
-        ("general", "general2"), ("resident", "resident1"), ("resident", "resident2"),
-    ]  # fmt: skip
+        ("academic", "academic1"),
+        ("academic", "academic2"),
+        ("general", "general1"),
+        ("general", "general2"),
+        ("resident", "resident1"),
+        ("resident", "resident2"),
+    ]
     admin = get_user_model().objects.get(username="studyadmin")
     assert admin.is_staff and not admin.is_superuser and admin.groups.filter(name=STUDY_ADMINS_GROUP).exists()
     assert admin.has_perm("cases.view_lesion") and not Reader.objects.filter(user=admin).exists()

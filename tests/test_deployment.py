@@ -24,8 +24,12 @@ def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in SECRETS and k != "ALLOWED_HOSTS"}
     return subprocess.run(
         [docker_compose, "-f", str(ROOT / "docker-compose.yml"), "config"],
-        env={**clean, **env}, capture_output=True, text=True, cwd=ROOT, timeout=60,
-    )  # fmt: skip
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +121,23 @@ def web(compose, tmp_path):
     port = free_port()
     ours = {k: v for k, v in os.environ.items() if k not in services}
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "readerstudy.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-         "--graceful-timeout", "1"],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "readerstudy.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--graceful-timeout",
+            "1",
+        ],
         env={**ours, **env, "LIVERREAD_VAR": str(tmp_path), "MEDIA_ROOT": str(tmp_path / "media")},
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while not answers(port):  # the worker imports the app (and torch) before it answers
             assert server.poll() is None, "gunicorn exited"

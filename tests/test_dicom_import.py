@@ -60,15 +60,23 @@ def exams(written, tmp_path):
 def _import(root, labels, tmp_path, *, edit=None, dataset="dicom"):
     """Propose, optionally edit the mapping file, then import with it (the command's two steps)."""
     proposal = tmp_path / "mapping.json"
-    call_command("import_dicom", str(root), "--manifest", str(labels), "--propose", str(proposal),
-                 stdout=io.StringIO())  # fmt: skip
+    call_command("import_dicom", str(root), "--manifest", str(labels), "--propose", str(proposal), stdout=io.StringIO())
     if edit:
         document = json.loads(proposal.read_text())
         edit(document)
         proposal.write_text(json.dumps(document))
     out = io.StringIO()
-    call_command("import_dicom", str(root), "--manifest", str(labels), "--mapping", str(proposal), "--dataset",
-                 dataset, stdout=out)  # fmt: skip
+    call_command(
+        "import_dicom",
+        str(root),
+        "--manifest",
+        str(labels),
+        "--mapping",
+        str(proposal),
+        "--dataset",
+        dataset,
+        stdout=out,
+    )
     return out.getvalue()
 
 
@@ -108,8 +116,15 @@ def test_three_vendors_import_as_the_phantom_cases_on_their_grids(written, cohor
 def test_the_mapping_file_shows_each_choice_with_its_reason(written, cohort, tmp_path):
     root, exams = written
     labels = labels_for(tmp_path / "labels.csv", cohort, exams)
-    call_command("import_dicom", str(root), "--manifest", str(labels), "--propose", str(tmp_path / "m.json"),
-                 stdout=io.StringIO())  # fmt: skip
+    call_command(
+        "import_dicom",
+        str(root),
+        "--manifest",
+        str(labels),
+        "--propose",
+        str(tmp_path / "m.json"),
+        stdout=io.StringIO(),
+    )
     document = json.loads((tmp_path / "m.json").read_text())
     by_study = {exam["study"]: exam for exam in document["exams"].values()}
     for vendor, exam in exams.items():
@@ -229,8 +244,14 @@ def test_at_a_terminal_each_exam_is_confirmed_or_corrected(written, cohort, medi
     out = io.StringIO()
 
     with pytest.raises(CommandError, match="1 exam"):
-        call_command("import_dicom", str(root), "--manifest", str(labels), stdin=Terminal(
-            "".join(answers[v] for v in order)), stdout=out)  # fmt: skip
+        call_command(
+            "import_dicom",
+            str(root),
+            "--manifest",
+            str(labels),
+            stdin=Terminal("".join(answers[v] for v in order)),
+            stdout=out,
+        )
 
     assert "T2WI ← 3" in out.getvalue() and "Import with this mapping?" in out.getvalue()
     assert sorted(Case.objects.values_list("scanner_vendor", flat=True)) == ["GE", "Siemens"]
@@ -261,8 +282,12 @@ def test_missing_phase_stops_the_exam(cohort, media, tmp_path):
 def test_two_candidates_for_one_sequence_stop_the_exam(cohort, media, tmp_path):
     exam = _two_fat_suppressed_t2(cohort, tmp_path / "x" / "si")
     labels = labels_for(tmp_path / "labels.csv", cohort, {"Siemens": exam})
-    _rejected(tmp_path / "x", labels, "two or more candidates for T2WI: series 3 't2_tse_fs_tra', series 4 "
-                                      "'t2_tse_fs_tra' (all axial T2 with the same fat suppression)")  # fmt: skip
+    _rejected(
+        tmp_path / "x",
+        labels,
+        "two or more candidates for T2WI: series 3 't2_tse_fs_tra', series 4 "
+        "'t2_tse_fs_tra' (all axial T2 with the same fat suppression)",
+    )
 
 
 def test_inconsistent_slice_spacing_stops_the_exam(exams, cohort, media, tmp_path):
@@ -272,8 +297,12 @@ def test_inconsistent_slice_spacing_stops_the_exam(exams, cohort, media, tmp_pat
     (exams["Siemens"].folder / "003" / "0002.dcm").unlink()  # a middle slice of the fat-suppressed T2
     labels = labels_for(tmp_path / "labels.csv", cohort, {"Siemens": exams["Siemens"]})
     thickness = nib.load(cohort / "C0002" / "T2WI.nii.gz").header.get_zooms()[2]
-    _rejected(root, labels, "T2WI: series 3 't2_tse_fs_tra': inconsistent slice spacing: gaps between slices "
-                            f"range from {thickness:.2f} to {2 * thickness:.2f} mm")  # fmt: skip
+    _rejected(
+        root,
+        labels,
+        "T2WI: series 3 't2_tse_fs_tra': inconsistent slice spacing: gaps between slices "
+        f"range from {thickness:.2f} to {2 * thickness:.2f} mm",
+    )
 
 
 def test_mixed_orientations_stop_the_exam(exams, cohort, media, tmp_path):
@@ -285,8 +314,11 @@ def test_mixed_orientations_stop_the_exam(exams, cohort, media, tmp_path):
     ds.ImageOrientationPatient = [1, 0, 0, 0, 0.8, -0.6]
     ds.save_as(path)
     labels = labels_for(tmp_path / "labels.csv", cohort, {"Siemens": exams["Siemens"]})
-    _rejected(root, labels, "DWI: series 6:b800 'ep2d_diff_b50_800_tra': mixed orientations: 2 different "
-                            "ImageOrientationPatient")  # fmt: skip
+    _rejected(
+        root,
+        labels,
+        "DWI: series 6:b800 'ep2d_diff_b50_800_tra': mixed orientations: 2 different ImageOrientationPatient",
+    )
 
 
 def test_an_unreadable_file_or_a_stray_labels_row_stops_the_whole_folder(exams, cohort, media, tmp_path):

@@ -13,16 +13,60 @@ from readerstudy.cases.dicom.series import SeriesInfo, Stack
 ORIENTATIONS = {"axial": (1, 0, 0, 0, 1, 0), "coronal": (1, 0, 0, 0, 0, -1)}
 
 
-def stack(stack_id, description, *, b=None, time=None, image_type=("ORIGINAL", "PRIMARY"), agent="", options="",
-          plane="axial", shape=(16, 16, 8), part=None, problems=()):  # fmt: skip
-    info = SeriesInfo(uid=f"uid-{stack_id.split(':')[0]}", number=int(stack_id.split(":")[0]),
-                      description=description, protocol="", sequence_name="", image_type=tuple(image_type),
-                      scanning_sequence="", scan_options=options, contrast_agent=agent, burned_in=False)  # fmt: skip
-    frame = Frame(path=Path("x"), sop_uid="1", number=None, position=(0, 0, 0), orientation=ORIENTATIONS[plane],
-                  spacing=(1, 1), size=shape[1::-1], slope=1, intercept=0, time_s=time, trigger_ms=None,
-                  temporal=None, acquisition_number=None, b_value=b, slice_thickness=5)  # fmt: skip
-    return Stack(id=stack_id, series=info, frames=[frame], b_value=b, part=part, time_s=time,
-                 problems=list(problems), shape=shape, affine=np.diag([1.0, 1.0, 5.0, 1.0]))  # fmt: skip
+def stack(
+    stack_id,
+    description,
+    *,
+    b=None,
+    time=None,
+    image_type=("ORIGINAL", "PRIMARY"),
+    agent="",
+    options="",
+    plane="axial",
+    shape=(16, 16, 8),
+    part=None,
+    problems=(),
+):
+    info = SeriesInfo(
+        uid=f"uid-{stack_id.split(':')[0]}",
+        number=int(stack_id.split(":")[0]),
+        description=description,
+        protocol="",
+        sequence_name="",
+        image_type=tuple(image_type),
+        scanning_sequence="",
+        scan_options=options,
+        contrast_agent=agent,
+        burned_in=False,
+    )
+    frame = Frame(
+        path=Path("x"),
+        sop_uid="1",
+        number=None,
+        position=(0, 0, 0),
+        orientation=ORIENTATIONS[plane],
+        spacing=(1, 1),
+        size=shape[1::-1],
+        slope=1,
+        intercept=0,
+        time_s=time,
+        trigger_ms=None,
+        temporal=None,
+        acquisition_number=None,
+        b_value=b,
+        slice_thickness=5,
+    )
+    return Stack(
+        id=stack_id,
+        series=info,
+        frames=[frame],
+        b_value=b,
+        part=part,
+        time_s=time,
+        problems=list(problems),
+        shape=shape,
+        affine=np.diag([1.0, 1.0, 5.0, 1.0]),
+    )
 
 
 def diffusion(first=5, b_values=(50, 800), description="DWI"):
@@ -53,21 +97,37 @@ def exam(*dynamic_stacks, t2="Ax T2 FSE", dwi=None):
 def test_vendor_names_map_by_kind_and_timing(t2, dwi, t1):
     proposal = propose(exam(*dynamic(t1), t2=t2, dwi=diffusion(description=dwi)))
     assert not proposal.problems
-    assert proposal.mapping == {"T2WI": "3", "DWI": "5:b800", "ADC": "6", "T1WI": "10", "LAP": "11", "PVP": "12",
-                                "DP": "13"}  # fmt: skip
+    assert proposal.mapping == {
+        "T2WI": "3",
+        "DWI": "5:b800",
+        "ADC": "6",
+        "T1WI": "10",
+        "LAP": "11",
+        "PVP": "12",
+        "DP": "13",
+    }
 
 
 def test_phase_names_decide_over_timing_and_are_checked_against_it():
-    named = [stack("10", "Ax LAVA pre", time=1000), stack("11", "Ax LAVA art", time=1030),
-             stack("12", "Ax LAVA portal", time=1070), stack("13", "Ax LAVA 3 min", time=1200)]  # fmt: skip
+    named = [
+        stack("10", "Ax LAVA pre", time=1000),
+        stack("11", "Ax LAVA art", time=1030),
+        stack("12", "Ax LAVA portal", time=1070),
+        stack("13", "Ax LAVA 3 min", time=1200),
+    ]
     proposal = propose(exam(*named))
     assert [proposal.mapping[s] for s in ("T1WI", "LAP", "PVP", "DP")] == ["10", "11", "12", "13"]
     assert "named LAP ('art')" in proposal.reasons["LAP"] and "named T1WI" not in proposal.reasons["T1WI"]
-    swapped = [stack("10", "Ax LAVA pre", time=1000), stack("11", "Ax LAVA portal", time=1030),
-               stack("12", "Ax LAVA arterial", time=1070), stack("13", "Ax LAVA delayed", time=1200)]  # fmt: skip
+    swapped = [
+        stack("10", "Ax LAVA pre", time=1000),
+        stack("11", "Ax LAVA portal", time=1030),
+        stack("12", "Ax LAVA arterial", time=1070),
+        stack("13", "Ax LAVA delayed", time=1200),
+    ]
     problems = propose(exam(*swapped)).problems
-    assert problems == ["PVP (series 11 'Ax LAVA portal') was acquired before LAP: the phase names contradict the "
-                        "acquisition times"]  # fmt: skip
+    assert problems == [
+        "PVP (series 11 'Ax LAVA portal') was acquired before LAP: the phase names contradict the acquisition times"
+    ]
 
 
 def test_multi_arterial_run_gives_its_last_phase_and_late_phases_are_not_delayed():
@@ -97,10 +157,14 @@ def test_diffusion_takes_b800_else_the_highest_below_1000():
 
 
 def test_unused_kinds_are_noted():
-    extras = [stack("1", "3-Plane Loc", image_type=("ORIGINAL", "PRIMARY", "LOCALIZER")),
-              stack("20", "Ax LAVA sub", time=1300), stack("21", "FAT: Ax LAVA-Flex", time=1001),
-              stack("22", "Ax T1 dual echo"), stack("23", "Ax LAVA HBP 20 min", time=2200),
-              stack("24", "Cor T2 SSFSE", plane="coronal")]  # fmt: skip
+    extras = [
+        stack("1", "3-Plane Loc", image_type=("ORIGINAL", "PRIMARY", "LOCALIZER")),
+        stack("20", "Ax LAVA sub", time=1300),
+        stack("21", "FAT: Ax LAVA-Flex", time=1001),
+        stack("22", "Ax T1 dual echo"),
+        stack("23", "Ax LAVA HBP 20 min", time=2200),
+        stack("24", "Cor T2 SSFSE", plane="coronal"),
+    ]
     proposal = propose(exam(*dynamic("Ax LAVA-Flex"), *extras))
     assert not proposal.problems and proposal.mapping["DP"] == "13"
     assert all(proposal.notes[n].startswith("unused") for n in ("1", "20", "21", "22", "23"))

@@ -89,8 +89,14 @@ def staging(tmp_path, monkeypatch):
 
 def upload(client, ge_upload, dataset="pacs"):
     archive, labels = ge_upload
-    return client.post(UPLOAD, {"archive": SimpleUploadedFile("exams.zip", archive),
-                                "labels": SimpleUploadedFile("labels.csv", labels), "dataset": dataset})  # fmt: skip
+    return client.post(
+        UPLOAD,
+        {
+            "archive": SimpleUploadedFile("exams.zip", archive),
+            "labels": SimpleUploadedFile("labels.csv", labels),
+            "dataset": dataset,
+        },
+    )
 
 
 @pytest.mark.django_db
@@ -105,8 +111,18 @@ def test_upload_shows_the_mapping_with_reasons_then_imports_it(client, study_adm
     assert re.search(rf'name="map-{name}-DP".*?<option value="7:t4" selected>', html, re.S)
     assert "the first series 120-600 s after the first post-contrast one" in html
 
-    form = {f"map-{name}-{s}": v for s, v in (("T2WI", "3"), ("DWI", "5:b800"), ("ADC", "500"), ("T1WI", "7:t1"),
-                                              ("LAP", "7:t2"), ("PVP", "7:t3"), ("DP", "7:t4"))}  # fmt: skip
+    form = {
+        f"map-{name}-{s}": v
+        for s, v in (
+            ("T2WI", "3"),
+            ("DWI", "5:b800"),
+            ("ADC", "500"),
+            ("T1WI", "7:t1"),
+            ("LAP", "7:t2"),
+            ("PVP", "7:t3"),
+            ("DP", "7:t4"),
+        )
+    }
     done = client.post(response.url, {**form, f"import-{name}": "1", "import": "Import"})
 
     assert "Imported 1 exam(s) with 1 lesion(s)" in done.content.decode()

@@ -48,8 +48,14 @@ class Stack:
 
 def django_shell(env: dict, code: str):
     """Run ``code`` in ``manage.py shell`` with ``env``; the JSON it prints last."""
-    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=180)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, f"manage.py shell failed:\n{result.stdout}\n{result.stderr}"
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -69,12 +75,18 @@ def stack(tmp_path_factory):
         postgres.create_database("liverread")
         redis = PrivateRedis(folder)
         env = os.environ | {
-            "DATABASE_URL": postgres.url("liverread"), "CELERY_BROKER_URL": redis.url(),
-            "MEDIA_ROOT": str(folder / "media"), "LIVERREAD_VAR": str(folder / "var"), "PYTHONUNBUFFERED": "1",
-        }  # fmt: skip
+            "DATABASE_URL": postgres.url("liverread"),
+            "CELERY_BROKER_URL": redis.url(),
+            "MEDIA_ROOT": str(folder / "media"),
+            "LIVERREAD_VAR": str(folder / "var"),
+            "PYTHONUNBUFFERED": "1",
+        }
         server = Gunicorn(env, folder / "gunicorn.log", workers=1, threads=4)
-        world = django_shell(env, "import json; from tests.load_study import prepare; "
-                                  f"print(json.dumps(prepare({str(dataset.root)!r}, 8, {PASSWORD!r})))")  # fmt: skip
+        world = django_shell(
+            env,
+            "import json; from tests.load_study import prepare; "
+            f"print(json.dumps(prepare({str(dataset.root)!r}, 8, {PASSWORD!r})))",
+        )
         server.wait_ready()
         yield Stack(env, postgres, redis, server, world["study"], world["accounts"])
     finally:
@@ -100,8 +112,17 @@ def acknowledged_after(log: Log, moment: float) -> int:
 def test_a_postgresql_restart_under_load_answers_503_then_recovers_and_loses_no_read(stack):
     log = Log()
     crowd = Crowd(stack.server.base_url, stack.study, [(a, PASSWORD) for a in stack.accounts[:4]], QUICK, log, 1)
-    probe = SimulatedReader(stack.server.base_url, stack.study, stack.accounts[4], PASSWORD, Log(), QUICK,
-                            threading.Event(), Random(0), threading.Event())  # fmt: skip
+    probe = SimulatedReader(
+        stack.server.base_url,
+        stack.study,
+        stack.accounts[4],
+        PASSWORD,
+        Log(),
+        QUICK,
+        threading.Event(),
+        Random(0),
+        threading.Event(),
+    )
     probe.login()
     try:
         crowd.add(4)
@@ -132,8 +153,10 @@ def test_a_postgresql_restart_under_load_answers_503_then_recovers_and_loses_no_
     assert max(r.latency_s for r in log.requests if r.status == 503) < 2  # answered at once, not after a wait
     assert not [r for r in log.requests if r.status == 503 and r.started_s > restarted]  # no stale connection used
     assert sum(r.endpoint == "read-again" for r in log.requests) >= 1
-    code = (f"import json; from tests.load_study import stored_reads, half_written; "
-            f"print(json.dumps([stored_reads({stack.study!r}), half_written({stack.study!r})]))")  # fmt: skip
+    code = (
+        f"import json; from tests.load_study import stored_reads, half_written; "
+        f"print(json.dumps([stored_reads({stack.study!r}), half_written({stack.study!r})]))"
+    )
     reads, problems = django_shell(stack.env, code)
     reads = [read for read in reads if read["reader"] in stack.accounts[:4]]  # this test's readers
     assert log.acknowledged and not log.failures, log.failures
@@ -171,7 +194,7 @@ def test_b_reading_and_submitting_go_on_while_redis_is_down(stack):
     ("error", "files_before_failure", "problem", "kept"),
     [(errno.ENOSPC, 14 + 5, "disk full", ["C0"]), (errno.EACCES, 0, "media store not writable", [])],
     ids=["disk-full-in-the-second-case", "media-unwritable"],
-)  # fmt: skip
+)
 def test_c_a_full_disk_or_unwritable_media_stops_the_import_with_nothing_half_imported(
     dataset, media, settings, error, files_before_failure, problem, kept
 ):
@@ -179,8 +202,10 @@ def test_c_a_full_disk_or_unwritable_media_stops_the_import_with_nothing_half_im
         dataset.add_case(f"C{n}", patient=f"P{n}")
     dataset.write_manifest()
     working = settings.STORAGES
-    failing = {"BACKEND": "tests.services.FailingStorage",
-               "OPTIONS": {"files_before_failure": files_before_failure, "error": error}}  # fmt: skip
+    failing = {
+        "BACKEND": "tests.services.FailingStorage",
+        "OPTIONS": {"files_before_failure": files_before_failure, "error": error},
+    }
     settings.STORAGES = working | {"default": failing}
     failed = "C1" if kept else "C0"
 

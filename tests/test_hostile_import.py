@@ -86,8 +86,13 @@ def _header(sequence, lesion=None, voxels=None, **fields):
 def _typed(sequence, code, bitpix, lesion=None):
     """Declare another NIfTI datatype, with voxel bytes of the right length for it (only the type is wrong)."""
     shape = DatasetBuilder.SHAPES.get(sequence, DatasetBuilder.DYNAMIC_SHAPE)
-    return _header(sequence, lesion, voxels=bytes(range(256)) * (int(np.prod(shape)) * bitpix // 8 // 256),
-                   datatype=code, bitpix=bitpix)  # fmt: skip
+    return _header(
+        sequence,
+        lesion,
+        voxels=bytes(range(256)) * (int(np.prod(shape)) * bitpix // 8 // 256),
+        datatype=code,
+        bitpix=bitpix,
+    )
 
 
 def _voxels(sequence, data, lesion=None, affine=None):

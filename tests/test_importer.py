@@ -26,8 +26,11 @@ def test_import_creates_case_with_seven_volumes_lesions_and_masks(dataset, media
     assert report.imported == ["C1"] and report.lesions == 2 and not report.rejected
     case = Case.objects.get()
     assert (case.dataset, case.source_name, case.scanner_model, float(case.field_strength_t)) == (
-        "trial", "C1", "Prisma", 3.0
-    )  # fmt: skip
+        "trial",
+        "C1",
+        "Prisma",
+        3.0,
+    )
     assert sorted(case.volumes.values_list("sequence", flat=True)) == sorted(SEQUENCES)
     t2 = case.volumes.get(sequence="T2WI")
     assert t2.shape == [16, 16, 8] and t2.spacing == [2.0, 2.0, 5.0]

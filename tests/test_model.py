@@ -18,7 +18,7 @@ from inference.model import (
     select_device,
 )
 
-# Measured with torch 2.13.0 / MONAI 1.6.1; MODEL_NOTES.md: ≈ 235 M full width, 15.2 M quarter width.
+# Measured with torch 2.13.0 / MONAI 1.6.1; docs/machines.md: ≈ 235 M full width, 15.2 M quarter width.
 PARAMETERS = {"paper": 234_904_201, "cpu": 3_966_137}  # as stated in the README
 FULL_WIDTH_BRANCH_PARAMETERS = 33_182_848
 

@@ -15,14 +15,26 @@ pytestmark = pytest.mark.django_db
 def case():
     patient = Patient.objects.create(key="k" * 32, age=60, sex="M", cirrhosis=True, fatty_liver=False)
     return Case.objects.create(
-        patient=patient, dataset="d", source_name="C1", source_sha256="0" * 64,
-        scanner_vendor="GE", scanner_model="Signa", field_strength_t=1.5,
-    )  # fmt: skip
+        patient=patient,
+        dataset="d",
+        source_name="C1",
+        source_sha256="0" * 64,
+        scanner_vendor="GE",
+        scanner_model="Signa",
+        field_strength_t=1.5,
+    )
 
 
 def volume(case, sequence="T2WI"):
-    return SequenceVolume(case=case, sequence=sequence, file="volumes/x.nii.gz", shape=[1, 1, 1],
-                          spacing=[1, 1, 1], affine=[[1, 0, 0, 0]] * 4, sha256="0" * 64)  # fmt: skip
+    return SequenceVolume(
+        case=case,
+        sequence=sequence,
+        file="volumes/x.nii.gz",
+        shape=[1, 1, 1],
+        spacing=[1, 1, 1],
+        affine=[[1, 0, 0, 0]] * 4,
+        sha256="0" * 64,
+    )
 
 
 def fails(row) -> bool:
@@ -60,16 +72,29 @@ def test_lesion_label_diameter_and_split_are_checked(case):
 
 def test_one_non_empty_mask_per_lesion_and_sequence(case):
     lesion = Lesion.objects.create(case=case, source_name="L1", label=0, diameter_mm=9.0, split="development")
-    mask = {"lesion": lesion, "sequence": "ADC", "file": "volumes/m.nii.gz", "sha256": "0" * 64,
-            "voxel_count": 10, "centroid_mm": [0, 0, 0]}  # fmt: skip
+    mask = {
+        "lesion": lesion,
+        "sequence": "ADC",
+        "file": "volumes/m.nii.gz",
+        "sha256": "0" * 64,
+        "voxel_count": 10,
+        "centroid_mm": [0, 0, 0],
+    }
     assert fails(LesionMask(**{**mask, "voxel_count": 0}))
     LesionMask.objects.create(**mask)
     assert fails(LesionMask(**mask))
 
 
 def test_case_is_unique_per_dataset_and_source(case):
-    duplicate = Case(patient=case.patient, dataset="d", source_name="C1", source_sha256="1" * 64,
-                     scanner_vendor="GE", scanner_model="Signa", field_strength_t=1.5)  # fmt: skip
+    duplicate = Case(
+        patient=case.patient,
+        dataset="d",
+        source_name="C1",
+        source_sha256="1" * 64,
+        scanner_vendor="GE",
+        scanner_model="Signa",
+        field_strength_t=1.5,
+    )
     assert fails(duplicate)
     duplicate.dataset = "other"
     assert not fails(duplicate)

@@ -104,8 +104,14 @@ ADMIN_MODELS = {
     "audit.auditevent": (STUDY, False, False),
 }
 ADMIN_MODEL_ROUTE = re.compile(r"^admin/(?P<app>\w+)/(?P<model>\w+)/(?P<view>|add/|<path:object_id>/(\w+/)?)$")
-ADMIN_VIEWS = {"": "list", "add/": "add", "<path:object_id>/": "bare", "<path:object_id>/change/": "change",
-               "<path:object_id>/history/": "history", "<path:object_id>/delete/": "delete"}  # fmt: skip
+ADMIN_VIEWS = {
+    "": "list",
+    "add/": "add",
+    "<path:object_id>/": "bare",
+    "<path:object_id>/change/": "change",
+    "<path:object_id>/history/": "history",
+    "<path:object_id>/delete/": "delete",
+}
 
 
 @cache
@@ -212,8 +218,13 @@ def world(dataset, media):
     current = client.get(f"/api/studies/{study.public_id}/next/").json()["task"]["lesion"]
     assignment = study.assignments.get()
     version = ModelVersion.objects.create(name="v1", config={}, run_path="runs/v1", files_sha256={}, metrics={})
-    attempt = {"username": "someone", "ip_address": "10.0.0.9", "user_agent": "test", "http_accept": "*/*",
-               "path_info": "/accounts/login/"}  # fmt: skip
+    attempt = {
+        "username": "someone",
+        "ip_address": "10.0.0.9",
+        "user_agent": "test",
+        "http_accept": "*/*",
+        "path_info": "/accounts/login/",
+    }
     created = AuditEvent.objects.get(object_type="ReaderStudy", object_id=study.public_id, action="study created")
     shown = Disclosure.objects.create(assignment=assignment, lesion=lesions[0], purpose="feedback", revealed=[])
     objects = {
@@ -237,11 +248,32 @@ def world(dataset, media):
         "studies.disclosure": shown,
         "audit.auditevent": created,
     }
-    users = dict(zip(ROLES[1:], (other_reader.user, reader.user, other_admin, study_admin,
-                                 get_user_model().objects.create_superuser("boss")), strict=True))  # fmt: skip
-    values = {"study_id": study.public_id, "lesion_id": current, "sequence": "T2WI", "kind": "", "fmt": "xlsx",
-              "app_label": "studies", "url": "no-such-page/", "token": "no-such-upload", "id": reader.user.pk,
-              "content_type_id": ContentType.objects.get_for_model(ReaderStudy).pk, "object_id": study.pk}  # fmt: skip
+    users = dict(
+        zip(
+            ROLES[1:],
+            (
+                other_reader.user,
+                reader.user,
+                other_admin,
+                study_admin,
+                get_user_model().objects.create_superuser("boss"),
+            ),
+            strict=True,
+        )
+    )
+    values = {
+        "study_id": study.public_id,
+        "lesion_id": current,
+        "sequence": "T2WI",
+        "kind": "",
+        "fmt": "xlsx",
+        "app_label": "studies",
+        "url": "no-such-page/",
+        "token": "no-such-upload",
+        "id": reader.user.pk,
+        "content_type_id": ContentType.objects.get_for_model(ReaderStudy).pk,
+        "object_id": study.pk,
+    }
     return {"study": study, "other": other, "objects": objects, "users": users, "values": values}
 
 
@@ -260,8 +292,12 @@ def outcome(response, url: str):
     if response.status_code != 302:
         return response.status_code
     location = response["Location"]
-    targets = {LOGIN: location.startswith("/accounts/login/?next="), ADMIN_LOGIN: location.startswith("/admin/login/"),
-               ADMIN_INDEX: location == "/admin/", CHANGE_PAGE: location == f"{url}change/"}  # fmt: skip
+    targets = {
+        LOGIN: location.startswith("/accounts/login/?next="),
+        ADMIN_LOGIN: location.startswith("/admin/login/"),
+        ADMIN_INDEX: location == "/admin/",
+        CHANGE_PAGE: location == f"{url}change/",
+    }
     return next((target for target, matches in targets.items() if matches), f"302 → {location}")
 
 
@@ -288,13 +324,16 @@ def test_every_url_pattern_answers_each_role_as_the_rule_table_says(world, role)
 # --- writes ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("role", "want"), zip(ROLES, (403, 404, 201, 404, 404, 404), strict=True)
-)  # fmt: skip
+@pytest.mark.parametrize(("role", "want"), zip(ROLES, (403, 404, 201, 404, 404, 404), strict=True))
 def test_only_the_assigned_reader_submits_a_read(world, role, want):
     study = world["study"]
-    body = {"lesion": world["values"]["lesion_id"], "phase": "unaided", "diagnosis": "cyst", "confidence": 3,
-            "malignancy": 5}  # fmt: skip
+    body = {
+        "lesion": world["values"]["lesion_id"],
+        "phase": "unaided",
+        "diagnosis": "cyst",
+        "confidence": 3,
+        "malignancy": 5,
+    }
     url = f"/api/studies/{study.public_id}/reads/"
     assert as_role(world, role).post(url, body, content_type="application/json").status_code == want
     assert Read.objects.filter(assignment__study=study).count() == (2 if want == 201 else 1)
@@ -306,7 +345,7 @@ ASSIGNED = f"302 → {READERS}"  # the action is done: back to the list
 
 @pytest.mark.parametrize(
     ("role", "want"), zip(ROLES, (ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200, ASSIGNED, ASSIGNED), strict=True)
-)  # fmt: skip
+)
 def test_readers_are_assigned_through_the_admin_to_administered_studies_only(world, role, want):
     newcomer = new_reader("newcomer")
     data = {"action": "assign_to_study", "_selected_action": [newcomer.pk], "study": world["study"].pk, "apply": "1"}
@@ -330,8 +369,11 @@ STUDY_ROWS = {  # model: the lookup from its row to the row's study
 @pytest.mark.parametrize("role", STAFF)
 def test_admin_lists_show_the_rows_of_administered_studies_only(world, role):
     client = as_role(world, role)
-    visible = {"study admin of another study": {world["other"]}, "study admin": {world["study"]},
-               "superuser": {world["study"], world["other"]}}[role]  # fmt: skip
+    visible = {
+        "study admin of another study": {world["other"]},
+        "study admin": {world["study"]},
+        "superuser": {world["study"], world["other"]},
+    }[role]
     hidden = {world["study"], world["other"]} - visible
     for model, lookup in STUDY_ROWS.items():
         response = client.get(f"/admin/studies/{model._meta.model_name}/")

@@ -228,8 +228,9 @@ def test_a_live_claim_is_respected_and_an_expired_one_taken_over(queued, setting
 
 def test_after_too_many_lost_workers_a_prediction_fails_instead_of_looping(queued, settings):
     settings.PREDICTION_MAX_ATTEMPTS = 2
-    Prediction.objects.filter(pk=queued[0]).update(status="running", attempts=2,
-                                                    started_at=timezone.now() - timedelta(hours=2))  # fmt: skip
+    Prediction.objects.filter(pk=queued[0]).update(
+        status="running", attempts=2, started_at=timezone.now() - timedelta(hours=2)
+    )
     assert run_batch([queued[0]]) == {"done": 0, "failed": 1, "skipped": 0}
     assert "gave up after 2 attempts" in Prediction.objects.get(pk=queued[0]).error
 
@@ -251,8 +252,17 @@ def test_train_model_trains_registers_activates_and_predicts(phantom_cohort, imp
     tiny_config(tmp_path)
     config_path = next(tmp_path.glob("tiny-*.json"))
 
-    call_command("train_model", "--data", str(phantom_cohort), "--config", str(config_path), "--name", "trained",
-                 "--activate", verbosity=0)  # fmt: skip
+    call_command(
+        "train_model",
+        "--data",
+        str(phantom_cohort),
+        "--config",
+        str(config_path),
+        "--name",
+        "trained",
+        "--activate",
+        verbosity=0,
+    )
 
     run = TrainingRun.objects.get()
     assert run.status == "done" and run.epochs_done == run.epochs_total == 4
@@ -268,9 +278,14 @@ def test_the_sweep_resumes_a_training_run_whose_worker_went_silent(phantom_cohor
     tiny_config(tmp_path)
     config_path = next(tmp_path.glob("tiny-*.json"))
     silent = timezone.now() - timedelta(seconds=settings.TRAINING_STALE_SECONDS + 60)
-    run = TrainingRun.objects.create(config_name=str(config_path), data_dir=str(phantom_cohort),
-                                     run_dir=str(media / "training" / "resumed"), epochs_total=4,
-                                     status="running", heartbeat=silent)  # fmt: skip
+    run = TrainingRun.objects.create(
+        config_name=str(config_path),
+        data_dir=str(phantom_cohort),
+        run_dir=str(media / "training" / "resumed"),
+        epochs_total=4,
+        status="running",
+        heartbeat=silent,
+    )
 
     assert sweep()["training_runs"] == 1
 

@@ -39,8 +39,14 @@ def api(client, study, path=""):
 
 
 def read(client, study, task, diagnosis="HCC", confidence=4, malignancy=80, **extra):
-    body = {"lesion": task["lesion"], "phase": task["phase"], "diagnosis": diagnosis, "confidence": confidence,
-            "malignancy": malignancy, **extra}  # fmt: skip
+    body = {
+        "lesion": task["lesion"],
+        "phase": task["phase"],
+        "diagnosis": diagnosis,
+        "confidence": confidence,
+        "malignancy": malignancy,
+        **extra,
+    }
     return client.post(api(client, study, "reads/"), body, content_type="application/json")
 
 
@@ -122,8 +128,15 @@ def test_a_read_is_immutable_and_unique_in_the_database(client, eight_lesions):
     with pytest.raises(ValidationError, match="locked"):
         locked.save()
     with pytest.raises(IntegrityError), transaction.atomic():
-        Read.objects.create(assignment=locked.assignment, lesion=locked.lesion, phase="unaided", diagnosis=1,
-                            confidence=2, malignancy=3, shown_at=locked.shown_at)  # fmt: skip
+        Read.objects.create(
+            assignment=locked.assignment,
+            lesion=locked.lesion,
+            phase="unaided",
+            diagnosis=1,
+            confidence=2,
+            malignancy=3,
+            shown_at=locked.shown_at,
+        )
     assert Read.objects.get().diagnosis == CLASSES.index("HCC")
 
 
@@ -351,8 +364,13 @@ def test_stored_files_have_no_public_route(client, eight_lesions, settings):
 def test_a_study_admin_assigns_readers_in_a_chosen_group(client, eight_lesions, study_admin):
     readers = [make_reader("r1"), make_reader("r2", "general")]
     study = new_study(eight_lesions, owner=study_admin)  # a study admin assigns to the studies they administer
-    form = {"action": "assign_to_study", "_selected_action": [r.pk for r in readers], "apply": "1",
-            "study": study.pk, "group": "academic"}  # fmt: skip
+    form = {
+        "action": "assign_to_study",
+        "_selected_action": [r.pk for r in readers],
+        "apply": "1",
+        "study": study.pk,
+        "group": "academic",
+    }
     response = client.post("/admin/studies/reader/", form, follow=True)
     assert b"2 reader(s) assigned" in response.content
     assert list(study.assignments.values_list("group", flat=True)) == ["academic", "academic"]

@@ -90,10 +90,18 @@ def test_behind_the_proxy_the_address_it_appended_is_counted_and_forged_ones_are
 def production_environment(var_dir: Path) -> dict[str, str]:
     """What docker-compose.yml gives the web service, with fresh secrets and the site's host name."""
     clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT"}}
-    return {**clean, "DJANGO_SETTINGS_MODULE": "readerstudy.settings", "LIVERREAD_VAR": str(var_dir),
-            "DEBUG": "0", "HTTPS": "1", "BEHIND_PROXY": "1", "SECRET_KEY": secrets.token_urlsafe(38)[:50],
-            "PSEUDONYM_KEY": secrets.token_urlsafe(38), "ALLOWED_HOSTS": "liverread.example.org",
-            "CSRF_TRUSTED_ORIGINS": "https://liverread.example.org"}  # fmt: skip
+    return {
+        **clean,
+        "DJANGO_SETTINGS_MODULE": "readerstudy.settings",
+        "LIVERREAD_VAR": str(var_dir),
+        "DEBUG": "0",
+        "HTTPS": "1",
+        "BEHIND_PROXY": "1",
+        "SECRET_KEY": secrets.token_urlsafe(38)[:50],
+        "PSEUDONYM_KEY": secrets.token_urlsafe(38),
+        "ALLOWED_HOSTS": "liverread.example.org",
+        "CSRF_TRUSTED_ORIGINS": "https://liverread.example.org",
+    }
 
 
 def deploy_check(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -146,9 +154,13 @@ def test_every_session_authenticated_api_write_needs_the_csrf_token(eight_lesion
     task = client.get(f"/api/studies/{study.public_id}/next/").json()["task"]
     # Each write endpoint with a valid request; a new write endpoint must join this table.
     requests = {
-        "studies:api-reads": ("post", f"/api/studies/{study.public_id}/reads/",
-                              {**task, "diagnosis": "HCC", "confidence": 4, "malignancy": 80}, 201),
-    }  # fmt: skip
+        "studies:api-reads": (
+            "post",
+            f"/api/studies/{study.public_id}/reads/",
+            {**task, "diagnosis": "HCC", "confidence": 4, "malignancy": 80},
+            201,
+        ),
+    }
     assert {name: (method,) for name, (method, *_) in requests.items()} == api_writes()
     token = client.get(f"/studies/{study.public_id}/read/").cookies["csrftoken"].value
     for name, (method, url, body, status) in requests.items():

@@ -7,14 +7,39 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "PSEUDONYM_KEY",
-             "HTTPS", "BEHIND_PROXY", "CSRF_TRUSTED_ORIGINS")  # fmt: skip
-SECURITY = ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS",
-            "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "SECURE_PROXY_SSL_HEADER", "CSRF_TRUSTED_ORIGINS",
-            "AXES_CLIENT_IP_CALLABLE", "X_FRAME_OPTIONS", "SECURE_REFERRER_POLICY", "SESSION_COOKIE_HTTPONLY",
-            "SESSION_COOKIE_AGE")  # fmt: skip
-ALWAYS = {"X_FRAME_OPTIONS": "DENY", "SECURE_REFERRER_POLICY": "same-origin", "SESSION_COOKIE_HTTPONLY": True,
-          "SESSION_COOKIE_AGE": 10 * 3600}  # fmt: skip
+VARIABLES = (
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "MEDIA_ROOT",
+    "SECRET_KEY",
+    "DEBUG",
+    "ALLOWED_HOSTS",
+    "PSEUDONYM_KEY",
+    "HTTPS",
+    "BEHIND_PROXY",
+    "CSRF_TRUSTED_ORIGINS",
+)
+SECURITY = (
+    "SECURE_SSL_REDIRECT",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+    "SECURE_PROXY_SSL_HEADER",
+    "CSRF_TRUSTED_ORIGINS",
+    "AXES_CLIENT_IP_CALLABLE",
+    "X_FRAME_OPTIONS",
+    "SECURE_REFERRER_POLICY",
+    "SESSION_COOKIE_HTTPONLY",
+    "SESSION_COOKIE_AGE",
+)
+ALWAYS = {
+    "X_FRAME_OPTIONS": "DENY",
+    "SECURE_REFERRER_POLICY": "same-origin",
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_AGE": 10 * 3600,
+}
 PROBE = (
     f"SECURITY = {SECURITY!r}"
     + """
@@ -37,8 +62,12 @@ def settings_under(env: dict[str, str], var_dir: Path) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", PROBE],
         env={**clean, "DJANGO_SETTINGS_MODULE": "readerstudy.settings", "LIVERREAD_VAR": str(var_dir), **env},
-        capture_output=True, text=True, cwd=ROOT, check=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        timeout=60,
+    )
     return json.loads(result.stdout)
 
 
@@ -49,10 +78,16 @@ def test_embedded_default_is_sqlite_eager_celery_and_media_under_var(tmp_path):
     assert config["debug"] is False and config["hosts"] == ["127.0.0.1", "localhost"]
     # The demo serves plain HTTP: cookies sent over HTTP, no redirect, no HSTS, no proxy trusted.
     assert config["security"] == ALWAYS | {
-        "SECURE_SSL_REDIRECT": False, "SESSION_COOKIE_SECURE": False, "CSRF_COOKIE_SECURE": False,
-        "SECURE_HSTS_SECONDS": 0, "SECURE_HSTS_INCLUDE_SUBDOMAINS": False, "SECURE_HSTS_PRELOAD": False,
-        "SECURE_PROXY_SSL_HEADER": None, "CSRF_TRUSTED_ORIGINS": [], "AXES_CLIENT_IP_CALLABLE": None,
-    }  # fmt: skip
+        "SECURE_SSL_REDIRECT": False,
+        "SESSION_COOKIE_SECURE": False,
+        "CSRF_COOKIE_SECURE": False,
+        "SECURE_HSTS_SECONDS": 0,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": False,
+        "SECURE_HSTS_PRELOAD": False,
+        "SECURE_PROXY_SSL_HEADER": None,
+        "CSRF_TRUSTED_ORIGINS": [],
+        "AXES_CLIENT_IP_CALLABLE": None,
+    }
 
 
 def test_generated_secrets_are_kept_in_var_and_reused(tmp_path):
@@ -85,9 +120,13 @@ def test_environment_configures_postgres_redis_media_hosts_and_https(tmp_path):
     assert config["hosts"] == ["liverread.example", "10.0.0.5"] and config["secret"] == "from-the-environment"
     assert not (tmp_path / "secret_key").exists()
     assert config["security"] == ALWAYS | {
-        "SECURE_SSL_REDIRECT": True, "SESSION_COOKIE_SECURE": True, "CSRF_COOKIE_SECURE": True,
-        "SECURE_HSTS_SECONDS": 365 * 24 * 3600, "SECURE_HSTS_INCLUDE_SUBDOMAINS": True, "SECURE_HSTS_PRELOAD": True,
+        "SECURE_SSL_REDIRECT": True,
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SECURE_HSTS_SECONDS": 365 * 24 * 3600,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+        "SECURE_HSTS_PRELOAD": True,
         "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"],
         "CSRF_TRUSTED_ORIGINS": ["https://liverread.example", "https://10.0.0.5"],
         "AXES_CLIENT_IP_CALLABLE": "forwarded_client_ip",
-    }  # fmt: skip
+    }

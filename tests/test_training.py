@@ -139,9 +139,15 @@ def patches(batch=3, size=16):
 
 def test_augmentation_with_every_range_at_identity_changes_nothing():
     identity = AugmentationConfig(
-        rotation_degrees=0.0, flip_probability=0.0, shift_mm=0.0, scale_range=(1.0, 1.0),
-        brightness_range=(0.0, 0.0), contrast_range=(1.0, 1.0), noise_std=0.0, margin_mm_range=(5.0, 20.0),
-    )  # fmt: skip
+        rotation_degrees=0.0,
+        flip_probability=0.0,
+        shift_mm=0.0,
+        scale_range=(1.0, 1.0),
+        brightness_range=(0.0, 0.0),
+        contrast_range=(1.0, 1.0),
+        noise_std=0.0,
+        margin_mm_range=(5.0, 20.0),
+    )
     x, side = patches()
     assert torch.allclose(augment_batch(x, side, identity, torch.Generator().manual_seed(0)), x, atol=1e-5)
     flipped = augment_batch(x, side, replace(identity, flip_probability=1.0), torch.Generator().manual_seed(0))

@@ -37,14 +37,19 @@ def env(media) -> dict[str, str]:
     db = connection.settings_dict
     return os.environ | {
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "CELERY_BROKER_URL": REDIS_URL, "MEDIA_ROOT": str(media), "PYTHONUNBUFFERED": "1",
-        "CELERY_VISIBILITY_TIMEOUT": "4", "PREDICTION_LEASE_SECONDS": "2", "OMP_NUM_THREADS": "1",
-    }  # fmt: skip
+        "CELERY_BROKER_URL": REDIS_URL,
+        "MEDIA_ROOT": str(media),
+        "PYTHONUNBUFFERED": "1",
+        "CELERY_VISIBILITY_TIMEOUT": "4",
+        "PREDICTION_LEASE_SECONDS": "2",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def manage(env: dict, *args: str, **extra: str) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env | extra, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env | extra, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -54,12 +59,28 @@ class Worker:
 
     def __init__(self, env: dict, log: Path):
         self.log = log
-        command = [sys.executable, "-m", "celery", "-A", "readerstudy", "worker", "-Q", "inference,default",
-                   "-c", "1", "--without-gossip", "--without-mingle", "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
-                   "--loglevel", "INFO"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "readerstudy",
+            "worker",
+            "-Q",
+            "inference,default",
+            "-c",
+            "1",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"test-{uuid.uuid4().hex[:8]}@%h",
+            "--loglevel",
+            "INFO",
+        ]
         with log.open("a") as out:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)  # fmt: skip
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def kill(self) -> None:
         """SIGKILL the whole worker (main process and pool child): nothing is acknowledged or cleaned up."""
@@ -123,8 +144,12 @@ def test_the_worker_computes_each_prediction_once_and_ignores_duplicate_messages
     ids = list(finished) * 2
     manage(env, "shell", "-c", f"from readerstudy.predictions.dispatch import dispatch; dispatch({ids})")
     batches = -(-len(ids) // 8)  # PREDICTION_BATCH_SIZE
-    wait_for(lambda: worker.log.read_text().count(" succeeded in ") == consumed + batches, timeout=60,
-             what=f"{batches} duplicate batches to be consumed", log=worker.log)  # fmt: skip
+    wait_for(
+        lambda: worker.log.read_text().count(" succeeded in ") == consumed + batches,
+        timeout=60,
+        what=f"{batches} duplicate batches to be consumed",
+        log=worker.log,
+    )
     assert worker.log.read_text().count("'done': 0, 'failed': 0") >= batches
     assert dict(Prediction.objects.values_list("pk", "finished_at")) == finished
     assert Prediction.objects.count() == lesions and Saliency.objects.count() == 7 * lesions
@@ -166,8 +191,9 @@ def test_an_import_during_a_redis_outage_succeeds_and_its_predictions_complete_l
     manage(env, "register_model", str(trained_run), "--name", "tiny", "--activate")
     assert not Prediction.objects.exists()
 
-    output = manage(env, "import_dataset", str(phantom_subset), "--dataset", "tiny", "--no-progress",
-                    CELERY_BROKER_URL=UNREACHABLE)  # fmt: skip
+    output = manage(
+        env, "import_dataset", str(phantom_subset), "--dataset", "tiny", "--no-progress", CELERY_BROKER_URL=UNREACHABLE
+    )
 
     lesions = Lesion.objects.count()
     assert "imported" in output and lesions > 0
@@ -191,8 +217,17 @@ def test_train_model_trains_on_the_worker_while_the_command_follows_it(
     manage(env, "import_dataset", str(phantom_subset), "--dataset", "tiny", "--no-progress")
     worker = start_worker()
 
-    output = manage(env, "train_model", "--data", str(phantom_cohort), "--config", str(config_path), "--name",
-                    "on-worker", "--activate")  # fmt: skip
+    output = manage(
+        env,
+        "train_model",
+        "--data",
+        str(phantom_cohort),
+        "--config",
+        str(config_path),
+        "--name",
+        "on-worker",
+        "--activate",
+    )
 
     assert "(on the worker)" in output and "registered as on-worker" in output
     run = TrainingRun.objects.get()

@@ -37,11 +37,18 @@ PHASE = OpenApiParameter("phase", str, enum=["unaided", "aided"], description="T
 
 
 class StudyResults(APIView):
-    @extend_schema(responses={(200, JSON): dict, (403, JSON): REFUSALS[403], (404, JSON): REFUSALS[404],
-                              (404, "text/html"): OpenApiTypes.STR}, parameters=[PHASE],
-                   description="A study id that is not a word (letters, digits, _) matches no route: the 404 is the "
-                               "site's HTML page.",
-                   summary="A study's results (study admins of the study only; ?phase=aided)")  # fmt: skip
+    @extend_schema(
+        responses={
+            (200, JSON): dict,
+            (403, JSON): REFUSALS[403],
+            (404, JSON): REFUSALS[404],
+            (404, "text/html"): OpenApiTypes.STR,
+        },
+        parameters=[PHASE],
+        description="A study id that is not a word (letters, digits, _) matches no route: the 404 is the "
+        "site's HTML page.",
+        summary="A study's results (study admins of the study only; ?phase=aided)",
+    )
     def get(self, request, study_id):
         study = administered_study(request, study_id)
         phase = "aided" if request.query_params.get("phase") == "aided" else "unaided"

@@ -47,9 +47,18 @@ def reliability(probability, outcome, bins: int = 10) -> pd.DataFrame:
     for k in np.unique(index):
         in_bin = index == k
         observed = wilson_modified(int(o[in_bin].sum()), int(in_bin.sum()))
-        rows.append({"bin": int(k), "low_edge": k / bins, "high_edge": (k + 1) / bins, "n": int(in_bin.sum()),
-                     "mean_predicted": float(p[in_bin].mean()), "observed": observed.estimate,
-                     "observed_low": observed.low, "observed_high": observed.high})  # fmt: skip
+        rows.append(
+            {
+                "bin": int(k),
+                "low_edge": k / bins,
+                "high_edge": (k + 1) / bins,
+                "n": int(in_bin.sum()),
+                "mean_predicted": float(p[in_bin].mean()),
+                "observed": observed.estimate,
+                "observed_low": observed.low,
+                "observed_high": observed.high,
+            }
+        )
     return pd.DataFrame(rows)
 
 

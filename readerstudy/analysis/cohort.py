@@ -77,19 +77,26 @@ def _levels(values: pd.Series, variable: str) -> list:
 def _rows(variable: str, unit: str, cells: dict, test: str | None, p: float) -> list[dict]:
     """Table rows from {level: {split: text}}, the test and its p on the first row only."""
     return [
-        {"variable": variable, "unit": unit, "level": level, **texts, "p": p if i == 0 else np.nan,
-         "method": test if i == 0 else None}
+        {
+            "variable": variable,
+            "unit": unit,
+            "level": level,
+            **texts,
+            "p": p if i == 0 else np.nan,
+            "method": test if i == 0 else None,
+        }
         for i, (level, texts) in enumerate(cells.items())
-    ]  # fmt: skip
+    ]
 
 
 def _continuous_rows(rows: pd.DataFrame, variable: str, unit: str) -> list[dict]:
     samples = {s: rows.loc[rows["split"] == s, variable].astype(float) for s in SPLITS}
     cells = {
         "mean ± SD": {s: f"{x.mean():.1f} ± {x.std():.1f}" for s, x in samples.items()},
-        "median (IQR)": {s: f"{x.median():.1f} ({x.quantile(0.25):.1f}-{x.quantile(0.75):.1f})"
-                         for s, x in samples.items()},
-    }  # fmt: skip
+        "median (IQR)": {
+            s: f"{x.median():.1f} ({x.quantile(0.25):.1f}-{x.quantile(0.75):.1f})" for s, x in samples.items()
+        },
+    }
     return _rows(variable, unit, cells, *continuous_test(*samples.values()))
 
 

@@ -16,18 +16,36 @@ from readerstudy.studies.identifiers import lesion_id_in_study
 from readerstudy.studies.models import Read, ReaderStudy
 
 READ_COLUMNS = {
-    "read": "public_id", "reader": "assignment__reader__user__username", "group": "assignment__group",
-    "years_of_experience": "assignment__reader__years_of_experience", "lesion": "lesion__public_id",
-    "lesion_pk": "lesion_id", "case": "lesion__case__public_id", "dataset": "lesion__case__dataset",
-    "source_case": "lesion__case__source_name", "source_lesion": "lesion__source_name", "split": "lesion__split",
-    "label_index": "lesion__label", "diameter_mm": "lesion__diameter_mm", "age": "lesion__case__patient__age",
-    "sex": "lesion__case__patient__sex", "cirrhosis": "lesion__case__patient__cirrhosis",
-    "fatty_liver": "lesion__case__patient__fatty_liver", "scanner_vendor": "lesion__case__scanner_vendor",
-    "scanner_model": "lesion__case__scanner_model", "field_strength_t": "lesion__case__field_strength_t",
-    "phase": "phase", "session": "session", "diagnosis_index": "diagnosis", "confidence": "confidence",
-    "malignancy": "malignancy", "shown_at": "shown_at", "submitted_at": "submitted_at",
-    "amends": "supersedes__public_id", "model_output_shown": "prediction_shown_id",
-}  # fmt: skip
+    "read": "public_id",
+    "reader": "assignment__reader__user__username",
+    "group": "assignment__group",
+    "years_of_experience": "assignment__reader__years_of_experience",
+    "lesion": "lesion__public_id",
+    "lesion_pk": "lesion_id",
+    "case": "lesion__case__public_id",
+    "dataset": "lesion__case__dataset",
+    "source_case": "lesion__case__source_name",
+    "source_lesion": "lesion__source_name",
+    "split": "lesion__split",
+    "label_index": "lesion__label",
+    "diameter_mm": "lesion__diameter_mm",
+    "age": "lesion__case__patient__age",
+    "sex": "lesion__case__patient__sex",
+    "cirrhosis": "lesion__case__patient__cirrhosis",
+    "fatty_liver": "lesion__case__patient__fatty_liver",
+    "scanner_vendor": "lesion__case__scanner_vendor",
+    "scanner_model": "lesion__case__scanner_model",
+    "field_strength_t": "lesion__case__field_strength_t",
+    "phase": "phase",
+    "session": "session",
+    "diagnosis_index": "diagnosis",
+    "confidence": "confidence",
+    "malignancy": "malignancy",
+    "shown_at": "shown_at",
+    "submitted_at": "submitted_at",
+    "amends": "supersedes__public_id",
+    "model_output_shown": "prediction_shown_id",
+}
 
 
 def reads_frame(study: ReaderStudy, first_only: bool = True) -> pd.DataFrame:
@@ -66,17 +84,30 @@ def model_frame(study: ReaderStudy) -> pd.DataFrame:
     lesions = pd.DataFrame.from_records(
         study.lesions.values("pk", "public_id", "label"), columns=["pk", "public_id", "label"]
     ).rename(columns={"pk": "lesion_pk", "public_id": "lesion", "label": "label_index"})
-    rows = Prediction.objects.filter(model_version_id=study.model_version_id, status=Prediction.Status.DONE,
-                                     lesion__in=study.lesions.all())  # fmt: skip
+    rows = Prediction.objects.filter(
+        model_version_id=study.model_version_id, status=Prediction.Status.DONE, lesion__in=study.lesions.all()
+    )
     predictions = pd.DataFrame.from_records(
-        [{"lesion_pk": p["lesion_id"], "model_class_index": p["predicted_class"],
-          "model_p_malignant": p["malignant_probability"], "model_malignant": p["predicted_malignant"],
-          **{f"p_{c}": q for c, q in zip(CLASSES, p["probabilities"], strict=True)}}
-         for p in rows.values("lesion_id", "predicted_class", "malignant_probability", "predicted_malignant",
-                              "probabilities")],
-        columns=["lesion_pk", "model_class_index", "model_p_malignant", "model_malignant",
-                 *[f"p_{c}" for c in CLASSES]],
-    )  # fmt: skip
+        [
+            {
+                "lesion_pk": p["lesion_id"],
+                "model_class_index": p["predicted_class"],
+                "model_p_malignant": p["malignant_probability"],
+                "model_malignant": p["predicted_malignant"],
+                **{f"p_{c}": q for c, q in zip(CLASSES, p["probabilities"], strict=True)},
+            }
+            for p in rows.values(
+                "lesion_id", "predicted_class", "malignant_probability", "predicted_malignant", "probabilities"
+            )
+        ],
+        columns=[
+            "lesion_pk",
+            "model_class_index",
+            "model_p_malignant",
+            "model_malignant",
+            *[f"p_{c}" for c in CLASSES],
+        ],
+    )
     frame = lesions.merge(predictions, on="lesion_pk", how="left")
     done = frame["model_class_index"].notna()
     frame["model_class"] = frame["model_class_index"].map(lambda i: CLASSES[int(i)], na_action="ignore")
@@ -91,9 +122,16 @@ def cohort_frame(study: ReaderStudy) -> pd.DataFrame:
     paper's Table 2 compares them): lesion, case, split, label (class name), diameter_mm, age, sex,
     scanner_model."""
     datasets = study.lesions.values_list("case__dataset", flat=True).distinct()
-    columns = {"lesion": "public_id", "case": "case__public_id", "split": "split", "label_index": "label",
-               "diameter_mm": "diameter_mm", "age": "case__patient__age", "sex": "case__patient__sex",
-               "scanner_model": "case__scanner_model"}  # fmt: skip
+    columns = {
+        "lesion": "public_id",
+        "case": "case__public_id",
+        "split": "split",
+        "label_index": "label",
+        "diameter_mm": "diameter_mm",
+        "age": "case__patient__age",
+        "sex": "case__patient__sex",
+        "scanner_model": "case__scanner_model",
+    }
     rows = Lesion.objects.filter(case__dataset__in=list(datasets)).order_by("pk").values_list(*columns.values())
     frame = pd.DataFrame.from_records(rows, columns=list(columns))
     frame["label"] = frame["label_index"].map(lambda i: CLASSES[i])

@@ -48,6 +48,9 @@ def flat(frame: pd.DataFrame) -> pd.DataFrame:
 
 def confusion_long(matrices: dict[str, np.ndarray]) -> pd.DataFrame:
     """7 × 7 matrices as rows (who, reference, diagnosis, count)."""
-    rows = [{"who": who, "reference": CLASSES[i], "diagnosis": CLASSES[j], "count": int(n)}
-            for who, matrix in matrices.items() for (i, j), n in np.ndenumerate(matrix)]  # fmt: skip
+    rows = [
+        {"who": who, "reference": CLASSES[i], "diagnosis": CLASSES[j], "count": int(n)}
+        for who, matrix in matrices.items()
+        for (i, j), n in np.ndenumerate(matrix)
+    ]
     return pd.DataFrame(rows, columns=["who", "reference", "diagnosis", "count"])

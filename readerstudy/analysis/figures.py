@@ -48,14 +48,27 @@ def accuracy_figure(readers, groups, model_accuracy: float | None) -> str:
             continue
         start = x
         for row in mine.itertuples():
-            axes.errorbar(x, row.accuracy, yerr=[[row.accuracy - row.accuracy_low], [row.accuracy_high - row.accuracy]],
-                          fmt="o", color=GROUP_COLOURS[group], capsize=3)  # fmt: skip
+            axes.errorbar(
+                x,
+                row.accuracy,
+                yerr=[[row.accuracy - row.accuracy_low], [row.accuracy_high - row.accuracy]],
+                fmt="o",
+                color=GROUP_COLOURS[group],
+                capsize=3,
+            )
             ticks.append(x)
             labels.append(row.reader)
             x += 1
         mean = groups.loc[groups["group"] == group, "mean_accuracy"].iloc[0]
-        axes.hlines(mean, start - 0.4, x - 0.6, color=GROUP_COLOURS[group], lw=3, alpha=0.6,
-                    label=f"{READER_GROUP_TITLES[group]} mean {mean:.0%}")  # fmt: skip
+        axes.hlines(
+            mean,
+            start - 0.4,
+            x - 0.6,
+            color=GROUP_COLOURS[group],
+            lw=3,
+            alpha=0.6,
+            label=f"{READER_GROUP_TITLES[group]} mean {mean:.0%}",
+        )
         x += 0.6
     if model_accuracy is not None:
         axes.axhline(model_accuracy, color="black", ls="--", lw=1.2, label=f"Model {model_accuracy:.0%}")
@@ -74,8 +87,15 @@ def confusion_figure(matrices: dict[str, np.ndarray]) -> str:
         ax.imshow(np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0), cmap="Blues", vmin=0, vmax=1)
         for (i, j), count in np.ndenumerate(matrix):
             if count:
-                ax.text(j, i, int(count), ha="center", va="center", fontsize=7,
-                        color="white" if count > 0.6 * max(rows[i, 0], 1) else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    int(count),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if count > 0.6 * max(rows[i, 0], 1) else "black",
+                )
         ax.set_title(title, fontsize=10)
         ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=60, fontsize=7)
         ax.set_yticks(range(len(CLASSES)), CLASSES, fontsize=7)
@@ -93,10 +113,17 @@ def roc_figure(model: dict, points) -> str:
     for group in READER_GROUPS:
         mine = points[points["group"] == group]
         if not mine.empty:
-            axes.scatter(mine["fpr"], mine["tpr"], color=GROUP_COLOURS[group], edgecolor="black", zorder=3,
-                         label=READER_GROUP_TITLES[group])  # fmt: skip
-    return unit_square(figure, axes, "1 − specificity (benign called malignant)", "sensitivity (malignant)",
-                       "lower right")  # fmt: skip
+            axes.scatter(
+                mine["fpr"],
+                mine["tpr"],
+                color=GROUP_COLOURS[group],
+                edgecolor="black",
+                zorder=3,
+                label=READER_GROUP_TITLES[group],
+            )
+    return unit_square(
+        figure, axes, "1 − specificity (benign called malignant)", "sensitivity (malignant)", "lower right"
+    )
 
 
 def calibration_figure(curves: dict) -> str:
@@ -104,6 +131,12 @@ def calibration_figure(curves: dict) -> str:
     for who, bins in curves.items():
         colour = GROUP_COLOURS.get(who, "black")
         label = READER_GROUP_TITLES.get(who, "Model")
-        axes.plot(bins["mean_predicted"], bins["observed"], marker="o", color=colour, label=label,
-                  ls="--" if who == "model" else "-")  # fmt: skip
+        axes.plot(
+            bins["mean_predicted"],
+            bins["observed"],
+            marker="o",
+            color=colour,
+            label=label,
+            ls="--" if who == "model" else "-",
+        )
     return unit_square(figure, axes, "predicted probability of malignancy", "observed share malignant", "upper left")

@@ -130,9 +130,21 @@ def _components(auc: np.ndarray, cov: np.ndarray) -> Components:
     var_tr = ms_tr - var + cov1 + cov2 - cov3
     var_r = (ms_r - var_tr - var - (modalities - 1) * cov1 + cov2 + (modalities - 1) * cov3) / modalities
     return Components(
-        var, cov1, cov2, cov3, float(ms_t), float(ms_r), float(ms_tr), float(var_r), float(var_tr),
-        auc.var(axis=0, ddof=1), var_modality, cov2_modality, var_reader, cov1_reader,
-    )  # fmt: skip
+        var,
+        cov1,
+        cov2,
+        cov3,
+        float(ms_t),
+        float(ms_r),
+        float(ms_tr),
+        float(var_r),
+        float(var_tr),
+        auc.var(axis=0, ddof=1),
+        var_modality,
+        cov2_modality,
+        var_reader,
+        cov1_reader,
+    )
 
 
 @dataclass(frozen=True)
@@ -202,17 +214,21 @@ def or_analysis(ratings, truth, alpha: float = 0.05) -> ORResult:
     rrrc = Analysis(
         _global_test(c.ms_t, den, ndf, ddf),
         _differences(means, float(np.sqrt(2 / readers * den)), ddf, alpha),
-        [single_modality_rrrc(float(m), ms, cv, readers, alpha)
-         for m, ms, cv in zip(means, c.ms_r_modality, c.cov2_modality, strict=True)],
-    )  # fmt: skip
+        [
+            single_modality_rrrc(float(m), ms, cv, readers, alpha)
+            for m, ms, cv in zip(means, c.ms_r_modality, c.cov2_modality, strict=True)
+        ],
+    )
 
     den = c.var - c.cov1 + (readers - 1) * between
     frrc = Analysis(
         _global_test(c.ms_t, den, ndf, np.inf),
         _differences(means, float(np.sqrt(2 / readers * den)), np.inf, alpha),
-        [t_inference(float(m), float(np.sqrt((v + (readers - 1) * max(cv, 0.0)) / readers)), np.inf, alpha)
-         for m, v, cv in zip(means, c.var_modality, c.cov2_modality, strict=True)],
-    )  # fmt: skip
+        [
+            t_inference(float(m), float(np.sqrt((v + (readers - 1) * max(cv, 0.0)) / readers)), np.inf, alpha)
+            for m, v, cv in zip(means, c.var_modality, c.cov2_modality, strict=True)
+        ],
+    )
     reader_differences = [
         _differences(auc[j], float(np.sqrt(max(2 * (c.var_reader[j] - c.cov1_reader[j]), 0.0))), np.inf, alpha)
         for j in range(readers)
@@ -221,9 +237,11 @@ def or_analysis(ratings, truth, alpha: float = 0.05) -> ORResult:
     rrfc = Analysis(
         _global_test(c.ms_t, c.ms_tr, ndf, df_tr),
         _differences(means, float(np.sqrt(2 / readers * c.ms_tr)), df_tr, alpha),
-        [t_inference(float(m), float(np.sqrt(ms / readers)), readers - 1, alpha)
-         for m, ms in zip(means, c.ms_r_modality, strict=True)],
-    )  # fmt: skip
+        [
+            t_inference(float(m), float(np.sqrt(ms / readers)), readers - 1, alpha)
+            for m, ms in zip(means, c.ms_r_modality, strict=True)
+        ],
+    )
     return ORResult(auc, c, rrrc, frrc, rrfc, reader_differences)
 
 

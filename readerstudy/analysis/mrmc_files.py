@@ -46,8 +46,10 @@ def _checked(ratings, truth, readers, modalities, cases, fmt: str):
     """The inputs as (float ratings, bool truth, str id lists), or ValueError saying what does not fit."""
     r = np.asarray(ratings, dtype=float)
     t = np.asarray(truth)
-    ids = {kind: [str(x) for x in values] for kind, values in (("reader", readers), ("modality", modalities),
-                                                               ("case", cases))}  # fmt: skip
+    ids = {
+        kind: [str(x) for x in values]
+        for kind, values in (("reader", readers), ("modality", modalities), ("case", cases))
+    }
     shape = tuple(len(v) for v in ids.values())
     if r.shape != shape:
         raise ValueError(f"{fmt}: ratings have shape {r.shape}, the ids give [reader, modality, case] = {shape}")
@@ -55,8 +57,10 @@ def _checked(ratings, truth, readers, modalities, cases, fmt: str):
         raise ValueError(f"{fmt}: truth must be {shape[2]} values, each 0/1 or False/True")
     if not np.isfinite(r).all():
         j, m, k = np.argwhere(~np.isfinite(r))[0]
-        raise ValueError(f"{fmt}: rating {r[j, m, k]} of reader {readers[j]}, modality {modalities[m]}, "
-                         f"case {cases[k]} is not a finite number")  # fmt: skip
+        raise ValueError(
+            f"{fmt}: rating {r[j, m, k]} of reader {readers[j]}, modality {modalities[m]}, "
+            f"case {cases[k]} is not a finite number"
+        )
     for kind, values in ids.items():
         if any(not v for v in values):
             raise ValueError(f"{fmt}: empty {kind} id")
@@ -89,8 +93,16 @@ def write_imrmc(ratings, truth, readers, modalities, cases, title: str = "LiverR
     tags = ("BEGIN DATA", "NR:", "N0:", "N1:", "NM:")  # iMRMC looks for these anywhere in a header line
     if "\n" in title or "\r" in title or any(tag in title.upper() for tag in tags):
         raise ValueError(f"iMRMC: the title must be one line without 'BEGIN DATA' or an NR:/N0:/N1:/NM: tag: {title!r}")
-    lines = [title, "", f"NR: {len(readers)}", f"N0: {int((~t).sum())}", f"N1: {int(t.sum())}",
-             f"NM: {len(modalities)}", "", "BEGIN DATA:"]  # fmt: skip
+    lines = [
+        title,
+        "",
+        f"NR: {len(readers)}",
+        f"N0: {int((~t).sum())}",
+        f"N1: {int(t.sum())}",
+        f"NM: {len(modalities)}",
+        "",
+        "BEGIN DATA:",
+    ]
     lines += [f"-1,{c},0,{int(v)}" for c, v in zip(cases, t, strict=True)]
     lines += [
         f"{reader},{case},{modality},{_number(float(r[j, m, k]))}"
@@ -148,8 +160,9 @@ def read_imrmc(text: str) -> MrmcData:
             raise ValueError(f"iMRMC line {n}: score {score!r} is not a finite number")
         if (reader, modality, case) in scores:
             first = scores[reader, modality, case][0]
-            raise ValueError(f"iMRMC line {n}: reader {reader}, modality {modality}, case {case} is already scored "
-                             f"on line {first}")  # fmt: skip
+            raise ValueError(
+                f"iMRMC line {n}: reader {reader}, modality {modality}, case {case} is already scored on line {first}"
+            )
         scores[reader, modality, case] = (n, value)
         readers.setdefault(reader)
         modalities.setdefault(modality)
@@ -158,8 +171,12 @@ def read_imrmc(text: str) -> MrmcData:
             raise ValueError(f"iMRMC line {n}: case {case} has no truth line (readerID -1)")
 
     cases = list(truth)
-    found = {"NR": len(readers), "N0": sum(not v for v in truth.values()), "N1": sum(truth.values()),
-             "NM": len(modalities)}  # fmt: skip
+    found = {
+        "NR": len(readers),
+        "N0": sum(not v for v in truth.values()),
+        "N1": sum(truth.values()),
+        "NM": len(modalities),
+    }
     for tag, (n, given) in counts.items():
         if given != found[tag]:
             raise ValueError(f"iMRMC line {n}: the header says {tag}: {given}, the data have {found[tag]}")
@@ -168,8 +185,9 @@ def read_imrmc(text: str) -> MrmcData:
         for m, modality in enumerate(modalities):
             for k, case in enumerate(cases):
                 if (reader, modality, case) not in scores:
-                    raise ValueError(f"iMRMC: not fully crossed: no score for reader {reader}, modality {modality}, "
-                                     f"case {case}")  # fmt: skip
+                    raise ValueError(
+                        f"iMRMC: not fully crossed: no score for reader {reader}, modality {modality}, case {case}"
+                    )
                 ratings[j, m, k] = scores[reader, modality, case][1]
     return MrmcData(ratings, np.array([truth[c] for c in cases], dtype=bool), list(readers), list(modalities), cases)
 
@@ -228,8 +246,10 @@ def _rows(wb, name: str) -> tuple[str, list[tuple[int, tuple]]]:
     header += [""] * (len(columns) - len(header))
     for i, names in enumerate(columns):
         if header[i].lower() not in {n.lower() for n in names}:
-            raise ValueError(f"RJafroc sheet {sheet.title}: column {i + 1} must be {names[0]}, "
-                             f"the header row has {[h for h in header if h]}")  # fmt: skip
+            raise ValueError(
+                f"RJafroc sheet {sheet.title}: column {i + 1} must be {names[0]}, "
+                f"the header row has {[h for h in header if h]}"
+            )
     out = []
     for n, row in enumerate(rows[1:], start=2):
         cells = tuple(row[: len(columns)]) + (None,) * (len(columns) - len(row))
@@ -309,13 +329,17 @@ def read_rjafroc_xlsx(data: bytes) -> MrmcData:
                 raise ValueError(f"{where}: case {case} is not in the Truth sheet")
             if truth[case] != (name == "LL"):
                 kind = "abnormal" if truth[case] else "normal"
-                raise ValueError(f"{where}: case {case} is {kind}; ROC data have NL rows only for normal cases and "
-                                 "LL rows only for abnormal ones")  # fmt: skip
+                raise ValueError(
+                    f"{where}: case {case} is {kind}; ROC data have NL rows only for normal cases and "
+                    "LL rows only for abnormal ones"
+                )
             if name == "LL" and _integer(cells[3], where, "LesionID") != 1:
                 raise ValueError(f"{where}: LesionID {cells[3]!r}: ROC data have lesion 1 only")
             if (reader, modality, case) in scores:
-                raise ValueError(f"{where}: reader {reader}, modality {modality}, case {case} is already rated "
-                                 f"({scores[reader, modality, case][0]})")  # fmt: skip
+                raise ValueError(
+                    f"{where}: reader {reader}, modality {modality}, case {case} is already rated "
+                    f"({scores[reader, modality, case][0]})"
+                )
             scores[reader, modality, case] = (where, rating)
             readers.setdefault(reader)
             modalities.setdefault(modality)
@@ -327,7 +351,9 @@ def read_rjafroc_xlsx(data: bytes) -> MrmcData:
             for k, case in enumerate(cases):
                 if (reader, modality, case) not in scores:
                     sheet = (ll if truth[case] else nl)[0]
-                    raise ValueError(f"RJafroc sheet {sheet}: not fully crossed: no rating for reader {reader}, "
-                                     f"modality {modality}, case {case}")  # fmt: skip
+                    raise ValueError(
+                        f"RJafroc sheet {sheet}: not fully crossed: no rating for reader {reader}, "
+                        f"modality {modality}, case {case}"
+                    )
                 ratings[j, m, k] = scores[reader, modality, case][1]
     return MrmcData(ratings, np.array([truth[c] for c in cases], dtype=bool), list(readers), list(modalities), cases)

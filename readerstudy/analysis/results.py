@@ -32,10 +32,26 @@ def per_reader(reads: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (reader, group), mine in reads.groupby(["reader", "group"], sort=True):
         n = len(mine)
-        rows.append({"reader": reader, "group": group, "n": n, **estimate_columns(mine["correct"].sum(), n, "accuracy"),
-                     **estimate_columns(mine["correct_malignant"].sum(), n, "accuracy_two_way")})  # fmt: skip
-    columns = ["reader", "group", "n", "accuracy", "accuracy_low", "accuracy_high", "accuracy_two_way",
-               "accuracy_two_way_low", "accuracy_two_way_high"]  # fmt: skip
+        rows.append(
+            {
+                "reader": reader,
+                "group": group,
+                "n": n,
+                **estimate_columns(mine["correct"].sum(), n, "accuracy"),
+                **estimate_columns(mine["correct_malignant"].sum(), n, "accuracy_two_way"),
+            }
+        )
+    columns = [
+        "reader",
+        "group",
+        "n",
+        "accuracy",
+        "accuracy_low",
+        "accuracy_high",
+        "accuracy_two_way",
+        "accuracy_two_way_low",
+        "accuracy_two_way_high",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -44,9 +60,14 @@ def per_group(reads: pd.DataFrame, readers: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for group in [g for g in READER_GROUPS if g in set(reads["group"])]:
         mine = reads[reads["group"] == group]
-        rows.append({"group": group, "readers": mine["reader"].nunique(),
-                     "mean_accuracy": readers.loc[readers["group"] == group, "accuracy"].mean(),
-                     **estimate_columns(mine["correct"].sum(), len(mine), "pooled_accuracy")})  # fmt: skip
+        rows.append(
+            {
+                "group": group,
+                "readers": mine["reader"].nunique(),
+                "mean_accuracy": readers.loc[readers["group"] == group, "accuracy"].mean(),
+                **estimate_columns(mine["correct"].sum(), len(mine), "pooled_accuracy"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -60,8 +81,12 @@ def model_results(model: pd.DataFrame) -> dict:
     matrix = confusion_matrix(truth, done["model_class"].map(CLASSES.index).to_numpy())
     malignant = done["label_index"].map(is_malignant).to_numpy(bool)
     called = done["model_malignant"].to_numpy(bool)
-    counts = [int(np.sum(called & malignant)), int(np.sum(called & ~malignant)),
-              int(np.sum(~called & ~malignant)), int(np.sum(~called & malignant))]  # fmt: skip
+    counts = [
+        int(np.sum(called & malignant)),
+        int(np.sum(called & ~malignant)),
+        int(np.sum(~called & ~malignant)),
+        int(np.sum(~called & malignant)),
+    ]
     result = {"n": len(done), "accuracy": accuracy(matrix), "confusion": matrix, "two_way": binary_metrics(*counts)}
     auc = auc_delong(done["model_p_malignant"].to_numpy(float), malignant) if 0 < malignant.sum() < len(done) else None
     if auc is not None and auc.reason is None:
@@ -80,16 +105,19 @@ def model_table(model: dict) -> pd.DataFrame:
     if not model:
         return pd.DataFrame()
     ovr = model.get("auc_one_vs_rest")
-    rows = [{"task": name, "auc": ovr.per_class[name] if ovr else None, **metrics}
-            for name, metrics in one_vs_rest(model["confusion"]).items()]  # fmt: skip
+    rows = [
+        {"task": name, "auc": ovr.per_class[name] if ovr else None, **metrics}
+        for name, metrics in one_vs_rest(model["confusion"]).items()
+    ]
     rows.append({"task": "benign vs malignant", "auc": model.get("auc_two_way"), **model["two_way"]})
     return pd.DataFrame(rows)
 
 
 def confusions(reads: pd.DataFrame, by: str) -> dict[str, np.ndarray]:
     """7 × 7 confusion matrices (rows reference, columns diagnosis) per value of ``by`` (group: pooled)."""
-    return {g: confusion_matrix(m["label_index"].to_numpy(), m["diagnosis_index"].to_numpy())
-            for g, m in reads.groupby(by)}  # fmt: skip
+    return {
+        g: confusion_matrix(m["label_index"].to_numpy(), m["diagnosis_index"].to_numpy()) for g, m in reads.groupby(by)
+    }
 
 
 def kappa_table(reads: pd.DataFrame, model: pd.DataFrame) -> pd.DataFrame:
@@ -106,8 +134,19 @@ def kappa_table(reads: pd.DataFrame, model: pd.DataFrame) -> pd.DataFrame:
         both = first.notna() & second.notna()
         if both.sum() >= 2:
             k = cohen_kappa(first[both].astype(int), second[both].astype(int))
-            rows.append({"comparison": kind, "a": a, "b": b, "n": k.n, "kappa": k.kappa, "z": k.z, "p": k.p,
-                         "low": k.low, "high": k.high})  # fmt: skip
+            rows.append(
+                {
+                    "comparison": kind,
+                    "a": a,
+                    "b": b,
+                    "n": k.n,
+                    "kappa": k.kappa,
+                    "z": k.z,
+                    "p": k.p,
+                    "low": k.low,
+                    "high": k.high,
+                }
+            )
 
     for group in READER_GROUPS:
         for a, b in combinations(sorted(groups[groups == group].index), 2):
@@ -119,8 +158,19 @@ def kappa_table(reads: pd.DataFrame, model: pd.DataFrame) -> pd.DataFrame:
         complete = wide[members if members is not None else sorted(wide.columns)].dropna()
         if complete.shape[1] >= 2 and len(complete) >= 2:
             k = fleiss_kappa(complete.to_numpy(int))
-            rows.append({"comparison": "Fleiss", "a": name, "b": f"{complete.shape[1]} readers", "n": k.n,
-                         "kappa": k.kappa, "z": k.z, "p": k.p, "low": None, "high": None})  # fmt: skip
+            rows.append(
+                {
+                    "comparison": "Fleiss",
+                    "a": name,
+                    "b": f"{complete.shape[1]} readers",
+                    "n": k.n,
+                    "kappa": k.kappa,
+                    "z": k.z,
+                    "p": k.p,
+                    "low": None,
+                    "high": None,
+                }
+            )
     return pd.DataFrame(rows, columns=["comparison", "a", "b", "n", "kappa", "z", "p", "low", "high"])
 
 
@@ -135,17 +185,37 @@ def model_vs_readers_table(reads: pd.DataFrame, model: pd.DataFrame) -> pd.DataF
         if paired.empty:
             continue
         test = mcnemar(paired["model"].astype(bool).to_numpy(), paired["correct"].astype(bool).to_numpy())
-        rows.append({"level": "reader", "who": reader, "test": "McNemar (paired)", "n": test.n,
-                     "p": test.p_exact, "p_mid": test.p_mid, "difference": test.difference.estimate,
-                     "low": test.difference.low, "high": test.difference.high})  # fmt: skip
+        rows.append(
+            {
+                "level": "reader",
+                "who": reader,
+                "test": "McNemar (paired)",
+                "n": test.n,
+                "p": test.p_exact,
+                "p_mid": test.p_mid,
+                "difference": test.difference.estimate,
+                "low": test.difference.low,
+                "high": test.difference.high,
+            }
+        )
     done = right.dropna()
     for group, mine in reads.groupby("group"):
         if done.empty:
             continue
         test = unpaired_proportions(int(done.sum()), len(done), int(mine["correct"].sum()), len(mine))
-        rows.append({"level": "group", "who": group, "test": f"unpaired {test.test} (the paper's)",
-                     "n": len(mine), "p": test.p, "p_mid": None, "difference": test.difference,
-                     "low": None, "high": None})  # fmt: skip
+        rows.append(
+            {
+                "level": "group",
+                "who": group,
+                "test": f"unpaired {test.test} (the paper's)",
+                "n": len(mine),
+                "p": test.p,
+                "p_mid": None,
+                "difference": test.difference,
+                "low": None,
+                "high": None,
+            }
+        )
     return pd.DataFrame(rows, columns=["level", "who", "test", "n", "p", "p_mid", "difference", "low", "high"])
 
 
@@ -154,9 +224,15 @@ def ai_effect(all_reads: pd.DataFrame) -> pd.DataFrame:
     unaided = all_reads[all_reads["phase"] == "unaided"].set_index(["reader", "lesion"])
     aided = all_reads[all_reads["phase"] == "aided"].set_index(["reader", "lesion"])
     both = unaided.join(aided[["correct"]], rsuffix="_aided", how="inner")
-    rows = [{"level": "reader", "who": reader, "group": mine["group"].iloc[0],
-             **switch_matrix(mine["correct"].to_numpy(bool), mine["correct_aided"].to_numpy(bool))}
-            for reader, mine in both.groupby(level="reader")]  # fmt: skip
+    rows = [
+        {
+            "level": "reader",
+            "who": reader,
+            "group": mine["group"].iloc[0],
+            **switch_matrix(mine["correct"].to_numpy(bool), mine["correct_aided"].to_numpy(bool)),
+        }
+        for reader, mine in both.groupby(level="reader")
+    ]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -182,10 +258,12 @@ def subgroups_table(reads: pd.DataFrame) -> pd.DataFrame:
     """Seven-way accuracy by cirrhosis, fatty liver, scanner and lesion size (< 16, 16-32, > 32 mm) for each
     reader group and the model, with the paper's chi-square / Fisher test across the levels."""
     reads = reads.assign(size=size_bins(reads["diameter_mm"]))
-    parts = [subgroup_accuracy(reads, by, who).assign(who=who)
-             for who in [*[g for g in READER_GROUPS if g in set(reads["group"])], "model"]
-             for by in SUBGROUPS
-             if who != "model" or reads["model_correct"].notna().any()]  # fmt: skip
+    parts = [
+        subgroup_accuracy(reads, by, who).assign(who=who)
+        for who in [*[g for g in READER_GROUPS if g in set(reads["group"])], "model"]
+        for by in SUBGROUPS
+        if who != "model" or reads["model_correct"].notna().any()
+    ]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -250,11 +328,18 @@ def summarise(all_reads: pd.DataFrame, model: pd.DataFrame, phase: str = "unaide
     readers = per_reader(reads)
     model_summary = model_results(model)
     return {
-        "readers": readers, "groups": per_group(reads, readers), "model": model_summary,
-        "model_table": model_table(model_summary), "kappa": kappa_table(reads, model),
-        "confusions": confusions(reads, "group"), "reader_confusions": confusions(reads, "reader"),
-        "comparisons": model_vs_readers_table(reads, model), "ai_effect": ai_effect(all_reads),
-        "operating_points": reader_operating_points(reads), "mrmc": mrmc(all_reads, model, phase),
-        "subgroups": subgroups_table(reads), "calibration": calibration_table(reads, model),
+        "readers": readers,
+        "groups": per_group(reads, readers),
+        "model": model_summary,
+        "model_table": model_table(model_summary),
+        "kappa": kappa_table(reads, model),
+        "confusions": confusions(reads, "group"),
+        "reader_confusions": confusions(reads, "reader"),
+        "comparisons": model_vs_readers_table(reads, model),
+        "ai_effect": ai_effect(all_reads),
+        "operating_points": reader_operating_points(reads),
+        "mrmc": mrmc(all_reads, model, phase),
+        "subgroups": subgroups_table(reads),
+        "calibration": calibration_table(reads, model),
         "n_reads": len(all_reads),
-    }  # fmt: skip
+    }

@@ -47,7 +47,17 @@ def subgroup_accuracy(reads: pd.DataFrame, by: str, who: str) -> pd.DataFrame:
     table = []
     for i, (level, x, n) in enumerate(zip(counts.index, counts["sum"], counts["count"], strict=True)):
         estimate = wilson_modified(int(x), int(n))
-        table.append({"variable": by, "level": level, "n": int(n), "correct": int(x),
-                      "accuracy": estimate.estimate, "low": estimate.low, "high": estimate.high,
-                      "p": p if i == 0 else np.nan, "test": test if i == 0 else None})  # fmt: skip
+        table.append(
+            {
+                "variable": by,
+                "level": level,
+                "n": int(n),
+                "correct": int(x),
+                "accuracy": estimate.estimate,
+                "low": estimate.low,
+                "high": estimate.high,
+                "p": p if i == 0 else np.nan,
+                "test": test if i == 0 else None,
+            }
+        )
     return pd.DataFrame(table, columns=["variable", "level", "n", "correct", "accuracy", "low", "high", "p", "test"])

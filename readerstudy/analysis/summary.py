@@ -16,8 +16,16 @@ def progress_table(study: ReaderStudy) -> pd.DataFrame:
     rows = []
     for assignment in study.assignments.select_related("reader__user"):
         p = progress(assignment)
-        rows.append({"reader": assignment.reader.user.get_username(), "group": assignment.group,
-                     "session": p.session, "done": p.done, "total": p.total, "finished": p.finished})  # fmt: skip
+        rows.append(
+            {
+                "reader": assignment.reader.user.get_username(),
+                "group": assignment.group,
+                "session": p.session,
+                "done": p.done,
+                "total": p.total,
+                "finished": p.finished,
+            }
+        )
     return pd.DataFrame(rows, columns=["reader", "group", "session", "done", "total", "finished"])
 
 

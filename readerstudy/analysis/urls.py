@@ -11,5 +11,5 @@ urlpatterns = [
     re_path(r"^studies/(?P<study_id>\w+)/export/results\.xlsx$", views.export_results, name="export-results"),
     re_path(
         r"^studies/(?P<study_id>\w+)/export/malignancy\.(?P<fmt>imrmc|xlsx)$", views.export_mrmc, name="export-mrmc"
-    ),  # fmt: skip
+    ),
 ]

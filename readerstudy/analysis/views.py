@@ -77,8 +77,14 @@ def results_context(request, study_id) -> dict:
     tables["brier"] = results["calibration"]["brier"].to_dict("records")
     tables["subgroups"] = results["subgroups"].to_dict("records")
     tables["cohort"] = results["cohort"].to_dict("records")
-    return {"study": study, "phase": phase, "tables": tables, "model": model, "n_reads": results["n_reads"],
-            "figures": {k: mark_safe(v) for k, v in figures.items()}}  # fmt: skip
+    return {
+        "study": study,
+        "phase": phase,
+        "tables": tables,
+        "model": model,
+        "n_reads": results["n_reads"],
+        "figures": {k: mark_safe(v) for k, v in figures.items()},
+    }
 
 
 @login_required
@@ -91,12 +97,18 @@ def export_results(request, study_id):
     model = results["model"]
     matrices = ({"model": model["confusion"]} if model else {}) | results["confusions"] | results["reader_confusions"]
     sheets = {
-        "readers": results["readers"], "groups": results["groups"], "model (Table 3)": flat(results["model_table"]),
-        "confusion matrices": confusion_long(matrices), "kappa": results["kappa"],
-        "model vs readers": results["comparisons"], "mrmc": pd.DataFrame(mrmc_rows(results["mrmc"])),
-        "ai effect": results["ai_effect"], "subgroups": results["subgroups"],
-        "calibration": results["calibration"]["brier"], "cohort (Table 2)": results["cohort"],
-    }  # fmt: skip
+        "readers": results["readers"],
+        "groups": results["groups"],
+        "model (Table 3)": flat(results["model_table"]),
+        "confusion matrices": confusion_long(matrices),
+        "kappa": results["kappa"],
+        "model vs readers": results["comparisons"],
+        "mrmc": pd.DataFrame(mrmc_rows(results["mrmc"])),
+        "ai effect": results["ai_effect"],
+        "subgroups": results["subgroups"],
+        "calibration": results["calibration"]["brier"],
+        "cohort (Table 2)": results["cohort"],
+    }
     return attachment(study, workbook(sheets), FORMATS["xlsx"][1], f"results-{phase}.xlsx")
 
 
@@ -147,14 +159,33 @@ def mrmc_rows(mrmc: dict) -> list[dict]:
         result = mrmc["aided_vs_unaided"]
         unaided, aided = result.rrrc.modalities
         d = result.rrrc.differences[(0, 1)]  # unaided − aided
-        rows.append({"comparison": "aided − unaided reading (readers random, cases random)",
-                     "first": unaided.estimate, "second": aided.estimate, "difference": -d.estimate,
-                     "low": -d.high, "high": -d.low, "f": result.rrrc.test.f, "ddf": result.rrrc.test.ddf,
-                     "p": result.rrrc.test.p})  # fmt: skip
+        rows.append(
+            {
+                "comparison": "aided − unaided reading (readers random, cases random)",
+                "first": unaided.estimate,
+                "second": aided.estimate,
+                "difference": -d.estimate,
+                "low": -d.high,
+                "high": -d.low,
+                "f": result.rrrc.test.f,
+                "ddf": result.rrrc.test.ddf,
+                "p": result.rrrc.test.p,
+            }
+        )
     if "model_vs_readers" in mrmc:
         result = mrmc["model_vs_readers"]
         d = result.difference
-        rows.append({"comparison": "mean reader − model (Hillis 2007, readers random)",
-                     "first": result.model_auc, "second": result.mean_reader_auc, "difference": d.estimate,
-                     "low": d.low, "high": d.high, "f": d.statistic**2, "ddf": d.df, "p": d.p})  # fmt: skip
+        rows.append(
+            {
+                "comparison": "mean reader − model (Hillis 2007, readers random)",
+                "first": result.model_auc,
+                "second": result.mean_reader_auc,
+                "difference": d.estimate,
+                "low": d.low,
+                "high": d.high,
+                "f": d.statistic**2,
+                "ddf": d.df,
+                "p": d.p,
+            }
+        )
     return rows

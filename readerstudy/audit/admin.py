@@ -30,8 +30,10 @@ class AuditEventAdmin(ReadOnlyAdmin):
         if request.user.is_superuser:
             return events
         studies = list(administered_studies(request.user).values_list("public_id", flat=True))
-        return events.filter(Q(object_type=ReaderStudy.__name__, object_id__in=studies)
-                             | Q(object_type=Read.__name__, after__study__in=studies))  # fmt: skip
+        return events.filter(
+            Q(object_type=ReaderStudy.__name__, object_id__in=studies)
+            | Q(object_type=Read.__name__, after__study__in=studies)
+        )
 
     @admin.action(description="Export the selected events as CSV", permissions=["view"])
     def export_csv(self, request, queryset):
@@ -40,6 +42,16 @@ class AuditEventAdmin(ReadOnlyAdmin):
         writer = csv.writer(response)
         writer.writerow(CSV_COLUMNS)
         for event in queryset.select_related("actor").order_by("at", "id"):
-            writer.writerow([event.at.isoformat(), event.actor or "", event.action, event.object_type,
-                             event.object_id, event.summary, event.before or "", event.after or ""])  # fmt: skip
+            writer.writerow(
+                [
+                    event.at.isoformat(),
+                    event.actor or "",
+                    event.action,
+                    event.object_type,
+                    event.object_id,
+                    event.summary,
+                    event.before or "",
+                    event.after or "",
+                ]
+            )
         return response

@@ -30,8 +30,14 @@ class AuditEvent(models.Model):
         OVERLAP_OVERRIDDEN = "overlap overridden"
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
-                              related_name="+", help_text="Empty: a command or a worker, not a person.")  # fmt: skip
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Empty: a command or a worker, not a person.",
+    )
     action = models.CharField(max_length=20, choices=Action.choices, db_index=True)
     object_type = models.CharField(max_length=50)
     object_id = models.CharField(max_length=50, help_text="The object's opaque id (or primary key).")

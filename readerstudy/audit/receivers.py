@@ -11,8 +11,20 @@ from readerstudy.audit.recording import record, record_about
 from readerstudy.cases.signals import case_imported, cases_rejected
 from readerstudy.studies.models import Assignment, Read, ReaderStudy
 
-STUDY_FIELDS = ("name", "instructions", "owner", "model_version", "design", "washout_days", "feedback", "practice",
-                "allow_revisit", "allow_amend", "field_of_view_mm", "is_open")  # fmt: skip
+STUDY_FIELDS = (
+    "name",
+    "instructions",
+    "owner",
+    "model_version",
+    "design",
+    "washout_days",
+    "feedback",
+    "practice",
+    "allow_revisit",
+    "allow_amend",
+    "field_of_view_mm",
+    "is_open",
+)
 Action = AuditEvent.Action
 
 
@@ -26,9 +38,13 @@ def case_was_imported(sender, case, **kwargs):
 def cases_were_rejected(sender, dataset, rejected, **kwargs):
     """One event per refused case, with its problems (the first 20)."""
     for name, problems in rejected.items():
-        record_about(Action.CASE_REJECTED, "Case", f"{dataset}/{name}",
-                     f"case {dataset}/{name} rejected: {problems[0] if problems else 'no reason given'}",
-                     after={"dataset": dataset, "source": name, "problems": problems[:20]})  # fmt: skip
+        record_about(
+            Action.CASE_REJECTED,
+            "Case",
+            f"{dataset}/{name}",
+            f"case {dataset}/{name} rejected: {problems[0] if problems else 'no reason given'}",
+            after={"dataset": dataset, "source": name, "problems": problems[:20]},
+        )
 
 
 @receiver(pre_save, sender=ReaderStudy)
@@ -46,8 +62,13 @@ def study_saved(sender, instance, created, **kwargs):
         return
     changed = [field for field in STUDY_FIELDS if before.get(field) != now.get(field)]
     if changed:
-        record(Action.STUDY_CHANGED, instance, f"study {instance.name!r} changed: {', '.join(changed)}",
-               before={f: before.get(f) for f in changed}, after={f: now.get(f) for f in changed})  # fmt: skip
+        record(
+            Action.STUDY_CHANGED,
+            instance,
+            f"study {instance.name!r} changed: {', '.join(changed)}",
+            before={f: before.get(f) for f in changed},
+            after={f: now.get(f) for f in changed},
+        )
 
 
 def _members(field: str, study: ReaderStudy) -> set[str]:
@@ -60,8 +81,13 @@ def _members(field: str, study: ReaderStudy) -> set[str]:
 def _record_members(study: ReaderStudy, field: str, before: set[str], after: set[str]) -> None:
     added, removed = sorted(after - before), sorted(before - after)
     if added or removed:
-        record(Action.STUDY_CHANGED, study, f"study {study.name!r} changed: {field} +{len(added)} -{len(removed)}",
-               before={field: sorted(before)}, after={field: sorted(after)})  # fmt: skip
+        record(
+            Action.STUDY_CHANGED,
+            study,
+            f"study {study.name!r} changed: {field} +{len(added)} -{len(removed)}",
+            before={field: sorted(before)},
+            after={field: sorted(after)},
+        )
 
 
 @receiver(m2m_changed, sender=ReaderStudy.lesions.through)
@@ -87,18 +113,31 @@ def study_members_changed(sender, instance, action, reverse, pk_set, **kwargs):
 @receiver(post_save, sender=Assignment)
 def reader_assigned(sender, instance, created, **kwargs):
     if created:
-        record(Action.READER_ASSIGNED, instance.study, f"{instance.reader.user.get_username()} assigned to "
-               f"{instance.study.name!r} as {instance.group}",
-               after={"reader": instance.reader.user.get_username(), "group": instance.group})  # fmt: skip
+        record(
+            Action.READER_ASSIGNED,
+            instance.study,
+            f"{instance.reader.user.get_username()} assigned to {instance.study.name!r} as {instance.group}",
+            after={"reader": instance.reader.user.get_username(), "group": instance.group},
+        )
 
 
 @receiver(post_save, sender=Read)
 def read_submitted(sender, instance, created, **kwargs):
     if created:
         reader = instance.assignment.reader.user.get_username()
-        record(Action.READ_SUBMITTED, instance, f"{reader} read lesion {instance.lesion.public_id} ({instance.phase})"
-               + (" amending an earlier read" if instance.supersedes_id else ""),
-               after={"study": instance.assignment.study.public_id, "reader": reader,
-                      "lesion": instance.lesion.public_id, "phase": instance.phase, "diagnosis": instance.diagnosis,
-                      "confidence": instance.confidence, "malignancy": instance.malignancy,
-                      "amends": instance.supersedes.public_id if instance.supersedes_id else None})  # fmt: skip
+        record(
+            Action.READ_SUBMITTED,
+            instance,
+            f"{reader} read lesion {instance.lesion.public_id} ({instance.phase})"
+            + (" amending an earlier read" if instance.supersedes_id else ""),
+            after={
+                "study": instance.assignment.study.public_id,
+                "reader": reader,
+                "lesion": instance.lesion.public_id,
+                "phase": instance.phase,
+                "diagnosis": instance.diagnosis,
+                "confidence": instance.confidence,
+                "malignancy": instance.malignancy,
+                "amends": instance.supersedes.public_id if instance.supersedes_id else None,
+            },
+        )

@@ -29,10 +29,16 @@ def record(action: str, obj, summary: str, before: dict | None = None, after: di
     return record_about(action, type(obj).__name__, object_id, summary, before, after)
 
 
-def record_about(action: str, object_type: str, object_id: str, summary: str, before: dict | None = None,
-                 after: dict | None = None) -> AuditEvent:  # fmt: skip
+def record_about(
+    action: str, object_type: str, object_id: str, summary: str, before: dict | None = None, after: dict | None = None
+) -> AuditEvent:
     """Append an event about something that has no row (``object_type``, ``object_id``), e.g. a refused case."""
     return AuditEvent.objects.create(
-        actor=current_actor.get(), action=action, object_type=object_type[:50], object_id=object_id[:50],
-        summary=summary[:300], before=before, after=after,
-    )  # fmt: skip
+        actor=current_actor.get(),
+        action=action,
+        object_type=object_type[:50],
+        object_id=object_id[:50],
+        summary=summary[:300],
+        before=before,
+        after=after,
+    )

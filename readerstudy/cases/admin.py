@@ -78,10 +78,24 @@ class PatientAdmin(ImportedDataAdmin):
 class CaseAdmin(BlindedAdminMixin, DicomImportAdminMixin, ImportedDataAdmin):
     """Cases; "Import DICOM" in the list's tools (``DicomImportAdminMixin``)."""
 
-    list_display = ("source_name", "dataset", "public_id", "patient", "scanner_vendor", "scanner_model",
-                    "field_strength_t", "imported_at")  # fmt: skip
-    list_filter = ("dataset", "scanner_vendor", "scanner_model", "field_strength_t",
-                   "patient__cirrhosis", "patient__fatty_liver")  # fmt: skip
+    list_display = (
+        "source_name",
+        "dataset",
+        "public_id",
+        "patient",
+        "scanner_vendor",
+        "scanner_model",
+        "field_strength_t",
+        "imported_at",
+    )
+    list_filter = (
+        "dataset",
+        "scanner_vendor",
+        "scanner_model",
+        "field_strength_t",
+        "patient__cirrhosis",
+        "patient__fatty_liver",
+    )
     search_fields = ("source_name", "public_id", "patient__key")
     readonly_fields = ("public_id", "patient", "dataset", "source_name", "source_sha256", "imported_at")
     inlines = [SequenceVolumeInline, LesionInline]
@@ -103,8 +117,14 @@ class LesionMaskInline(ReadOnlyInline):
 @admin.register(Lesion)
 class LesionAdmin(BlindedAdminMixin, ImportedDataAdmin):
     list_display = ("__str__", "public_id", "label", "diameter_mm", "split")
-    list_filter = ("label", "split", "case__dataset", "case__scanner_vendor",
-                   "case__patient__cirrhosis", "case__patient__fatty_liver")  # fmt: skip
+    list_filter = (
+        "label",
+        "split",
+        "case__dataset",
+        "case__scanner_vendor",
+        "case__patient__cirrhosis",
+        "case__patient__fatty_liver",
+    )
     search_fields = ("public_id", "source_name", "case__source_name")
     readonly_fields = ("case", "public_id", "source_name")
     inlines = [LesionMaskInline]

@@ -57,9 +57,12 @@ def check_dataset_name(name: str) -> str:
 
 
 STORAGE_PROBLEMS = {
-    errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "media store not writable",
-    errno.EPERM: "media store not writable", errno.EROFS: "media store is read-only",
-}  # fmt: skip
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "media store not writable",
+    errno.EPERM: "media store not writable",
+    errno.EROFS: "media store is read-only",
+}
 
 
 @dataclass
@@ -231,10 +234,14 @@ def store_case(dataset: str, loaded: LoadedCase) -> Case:
                 name, sha = writer.save(_stored_dtype(volume.data), volume.affine, sequence)
                 volume_rows.append(
                     SequenceVolume(
-                        sequence=sequence, file=name, sha256=sha, shape=list(volume.shape),
-                        spacing=[round(s, 6) for s in volume.spacing], affine=volume.affine.round(6).tolist(),
+                        sequence=sequence,
+                        file=name,
+                        sha256=sha,
+                        shape=list(volume.shape),
+                        spacing=[round(s, 6) for s in volume.spacing],
+                        affine=volume.affine.round(6).tolist(),
                     )
-                )  # fmt: skip
+                )
             mask_rows: dict[str, list[LesionMask]] = {}
             for lesion, by_sequence in loaded.masks.items():
                 mask_rows[lesion] = []
@@ -243,10 +250,13 @@ def store_case(dataset: str, loaded: LoadedCase) -> Case:
                     name, sha = writer.save((mask.data != 0).astype(np.uint8), mask.affine, source)
                     mask_rows[lesion].append(
                         LesionMask(
-                            sequence=sequence, file=name, sha256=sha,
-                            voxel_count=int(np.count_nonzero(mask.data)), centroid_mm=_centroid_mm(mask),
+                            sequence=sequence,
+                            file=name,
+                            sha256=sha,
+                            voxel_count=int(np.count_nonzero(mask.data)),
+                            centroid_mm=_centroid_mm(mask),
                         )
-                    )  # fmt: skip
+                    )
             return _create_rows(dataset, loaded, volume_rows, mask_rows)
         except BaseException:
             writer.remove_all()
@@ -258,18 +268,25 @@ def _create_rows(dataset, loaded: LoadedCase, volume_rows, mask_rows) -> Case:
     entry = loaded.entry
     patient, _ = Patient.objects.get_or_create(key=patient_key(entry.patient), defaults=entry.patient_fields())
     case = Case.objects.create(
-        patient=patient, dataset=dataset, source_name=entry.name, source_sha256=loaded.source_sha256,
-        scanner_vendor=entry.scanner_vendor, scanner_model=entry.scanner_model,
+        patient=patient,
+        dataset=dataset,
+        source_name=entry.name,
+        source_sha256=loaded.source_sha256,
+        scanner_vendor=entry.scanner_vendor,
+        scanner_model=entry.scanner_model,
         field_strength_t=entry.field_strength_t,
-    )  # fmt: skip
+    )
     for row in volume_rows:
         row.case = case
     SequenceVolume.objects.bulk_create(volume_rows)
     for lesion_row in entry.lesions:
         lesion = Lesion.objects.create(
-            case=case, source_name=lesion_row.name, label=lesion_row.label,
-            diameter_mm=lesion_row.diameter_mm, split=lesion_row.split,
-        )  # fmt: skip
+            case=case,
+            source_name=lesion_row.name,
+            label=lesion_row.label,
+            diameter_mm=lesion_row.diameter_mm,
+            split=lesion_row.split,
+        )
         for row in mask_rows[lesion_row.name]:
             row.lesion = lesion
         LesionMask.objects.bulk_create(mask_rows[lesion_row.name])

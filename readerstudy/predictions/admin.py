@@ -48,8 +48,15 @@ class SaliencyInline(ReadOnlyInline):
 
 @admin.register(Prediction)
 class PredictionAdmin(BlindedAdminMixin, admin.ModelAdmin):
-    list_display = ("lesion", "model_version", "status", "predicted_class", "malignant_probability", "attempts",
-                    "finished_at")  # fmt: skip
+    list_display = (
+        "lesion",
+        "model_version",
+        "status",
+        "predicted_class",
+        "malignant_probability",
+        "attempts",
+        "finished_at",
+    )
     list_filter = ("status", "model_version")
     search_fields = ("lesion__public_id",)
     readonly_fields = [f.name for f in Prediction._meta.fields]

@@ -10,5 +10,6 @@ class PredictionsConfig(AppConfig):
         from readerstudy.cases.signals import case_imported
         from readerstudy.predictions.dispatch import predict_case
 
-        case_imported.connect(lambda sender, case, **kwargs: predict_case(case), weak=False,
-                              dispatch_uid="predict-imported-case")  # fmt: skip
+        case_imported.connect(
+            lambda sender, case, **kwargs: predict_case(case), weak=False, dispatch_uid="predict-imported-case"
+        )

@@ -31,8 +31,10 @@ def enqueue_predictions(version: ModelVersion, lesions=None) -> int:
     them to the inference queue; returns how many rows were created."""
     lesions = Lesion.objects.all() if lesions is None else lesions
     have = Prediction.objects.filter(model_version=version).values_list("lesion_id", flat=True)
-    new = [Prediction(model_version=version, lesion_id=pk) for pk in lesions.exclude(pk__in=have).values_list(
-        "pk", flat=True)]  # fmt: skip
+    new = [
+        Prediction(model_version=version, lesion_id=pk)
+        for pk in lesions.exclude(pk__in=have).values_list("pk", flat=True)
+    ]
     Prediction.objects.bulk_create(new, ignore_conflicts=True)
     rows = Prediction.objects.filter(model_version=version, lesion__in=lesions, status=Prediction.Status.QUEUED)
     dispatch(needed_first(rows.filter(dispatched_at__isnull=True)))

@@ -89,8 +89,12 @@ class Prediction(models.Model):
     lesion = models.ForeignKey(Lesion, on_delete=models.PROTECT, related_name="predictions")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True, help_text="Why it failed, or why it is still waiting.")
-    storage_key = models.CharField(max_length=16, default=new_public_id, editable=False,
-                                   help_text="Folder of its saliency files under saliency/ (random).")  # fmt: skip
+    storage_key = models.CharField(
+        max_length=16,
+        default=new_public_id,
+        editable=False,
+        help_text="Folder of its saliency files under saliency/ (random).",
+    )
     probabilities = models.JSONField(null=True, blank=True, help_text="Seven-way probabilities, CLASSES order.")
     malignant_probability = models.FloatField(null=True, blank=True, help_text="Binary head, P(malignant).")
     predicted_class = models.PositiveSmallIntegerField(choices=CLASS_CHOICES, null=True, blank=True)

@@ -81,6 +81,10 @@ def activate(version: ModelVersion) -> int:
         ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
         ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
     version.is_active = True
-    record(AuditEvent.Action.MODEL_ACTIVATED, version, f"model version {version.name!r} activated",
-           after={"name": version.name, "checkpoints_sha256": version.checkpoints_sha256})  # fmt: skip
+    record(
+        AuditEvent.Action.MODEL_ACTIVATED,
+        version,
+        f"model version {version.name!r} activated",
+        after={"name": version.name, "checkpoints_sha256": version.checkpoints_sha256},
+    )
     return enqueue_predictions(version)

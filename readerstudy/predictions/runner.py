@@ -66,9 +66,13 @@ def claim(prediction_id: int) -> int | None:
         Prediction.objects.filter(pk=prediction_id)
         .filter(Q(status=Status.QUEUED) | Q(status=Status.RUNNING, started_at__lt=expired))
         .update(
-            status=Status.RUNNING, started_at=now, attempts=F("attempts") + 1, error="", worker=_worker_name(),
+            status=Status.RUNNING,
+            started_at=now,
+            attempts=F("attempts") + 1,
+            error="",
+            worker=_worker_name(),
         )
-    )  # fmt: skip
+    )
     return Prediction.objects.values_list("attempts", flat=True).get(pk=prediction_id) if claimed else None
 
 
@@ -108,8 +112,9 @@ def _fail(prediction_id: int, attempt: int, error: str) -> None:
 def lesion_images(lesion: Lesion) -> tuple[dict, dict]:
     """({sequence: Volume}, {sequence: mask Volume}) of ``lesion`` from the media store."""
     media = Path(settings.MEDIA_ROOT)
-    volumes = {v.sequence: load_volume(media / v.file.name, label=f"{v.sequence} volume") for v in
-               lesion.case.volumes.all()}  # fmt: skip
+    volumes = {
+        v.sequence: load_volume(media / v.file.name, label=f"{v.sequence} volume") for v in lesion.case.volumes.all()
+    }
     masks = {m.sequence: load_volume(media / m.file.name, label=f"{m.sequence} mask") for m in lesion.masks.all()}
     missing = [s for s in SEQUENCES if s not in volumes or s not in masks]
     if missing:
@@ -138,25 +143,34 @@ def _compute(prediction_id: int, attempt: int) -> None:
         os.replace(Path(scratch) / "files", folder)
     probabilities = [float(p) for p in saliency.probabilities]
     with transaction.atomic():
-        mine = Prediction.objects.select_for_update().filter(pk=prediction_id, status=Status.RUNNING,
-                                                             attempts=attempt)  # fmt: skip
+        mine = Prediction.objects.select_for_update().filter(pk=prediction_id, status=Status.RUNNING, attempts=attempt)
         if not mine.exists():
             log.warning("prediction %s was taken over by another claim; attempt %d discarded", prediction_id, attempt)
             shutil.rmtree(folder, ignore_errors=True)
             return
         Saliency.objects.bulk_create(
-            Saliency(prediction_id=prediction_id, sequence=s.sequence, heatmap=str(relative / f"{s.sequence}.nii.gz"),
-                     weight=min(1.0, max(0.0, s.weight)), max_area_slice=s.max_area_slice)
+            Saliency(
+                prediction_id=prediction_id,
+                sequence=s.sequence,
+                heatmap=str(relative / f"{s.sequence}.nii.gz"),
+                weight=min(1.0, max(0.0, s.weight)),
+                max_area_slice=s.max_area_slice,
+            )
             for s in saliency.sequences
-        )  # fmt: skip
+        )
         mine.update(
-            status=Status.DONE, probabilities=probabilities, predicted_class=saliency.predicted_class,
+            status=Status.DONE,
+            probabilities=probabilities,
+            predicted_class=saliency.predicted_class,
             malignant_probability=float(saliency.binary_probabilities[1]),
             predicted_malignant=bool(saliency.binary_probabilities[1] >= MALIGNANT_THRESHOLD),
-            checkpoints_sha256=version.checkpoints_sha256, panel=str(relative / "panel.png"),
-            finished_at=timezone.now(), preprocess_seconds=round(prepared - started, 3),
-            model_seconds=round(computed - prepared, 3), worker=_worker_name(ensemble.device),
-        )  # fmt: skip
+            checkpoints_sha256=version.checkpoints_sha256,
+            panel=str(relative / "panel.png"),
+            finished_at=timezone.now(),
+            preprocess_seconds=round(prepared - started, 3),
+            model_seconds=round(computed - prepared, 3),
+            worker=_worker_name(ensemble.device),
+        )
     for other in folder.parent.iterdir():  # leftovers of attempts whose worker died
         if other != folder:
             shutil.rmtree(other, ignore_errors=True)

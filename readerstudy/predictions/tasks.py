@@ -1,4 +1,4 @@
-"""Celery tasks: the only bridge between the app and the ``inference`` package (DESIGN.md).
+"""Celery tasks: the only bridge between the app and the ``inference`` package.
 
 Both model tasks are routed to the ``inference`` queue (settings.CELERY_TASK_ROUTES), away from the default
 queue. Prediction batches are acknowledged late and rejected back to the broker when their worker dies, so

@@ -32,8 +32,10 @@ def run_training(training_run_id: int, *, progress: bool = False) -> None:
 
     def report(record: dict) -> None:
         done = (record["fold"] - 1) * config.training.epochs + record["epoch"]
-        line = (f"fold {record['fold']} epoch {record['epoch']}: train loss {record['train_loss']:.3f}, "
-                f"validation accuracy {record['val_accuracy_seven']:.2f}")  # fmt: skip
+        line = (
+            f"fold {record['fold']} epoch {record['epoch']}: train loss {record['train_loss']:.3f}, "
+            f"validation accuracy {record['val_accuracy_seven']:.2f}"
+        )
         TrainingRun.objects.filter(pk=run.pk).update(epochs_done=done, message=line, heartbeat=timezone.now())
 
     try:
@@ -46,8 +48,11 @@ def run_training(training_run_id: int, *, progress: bool = False) -> None:
         )
         return
     TrainingRun.objects.filter(pk=run.pk).update(
-        status=Status.DONE, model_version=version, epochs_done=run.epochs_total, finished=timezone.now(),
+        status=Status.DONE,
+        model_version=version,
+        epochs_done=run.epochs_total,
+        finished=timezone.now(),
         message=f"registered as {version.name}",
-    )  # fmt: skip
+    )
     if run.activate:
         activate(version)

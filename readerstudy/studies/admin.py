@@ -36,8 +36,11 @@ def override_field() -> forms.CharField:
 
 class AssignForm(forms.Form):
     study = forms.ModelChoiceField(ReaderStudy.objects.none(), help_text="One of the studies you administer.")
-    group = forms.ChoiceField(choices=[("", "Each reader's own group"), *READER_GROUP_CHOICES], required=False,
-                              help_text="The group these readers belong to in this study.")  # fmt: skip
+    group = forms.ChoiceField(
+        choices=[("", "Each reader's own group"), *READER_GROUP_CHOICES],
+        required=False,
+        help_text="The group these readers belong to in this study.",
+    )
     override_reason = override_field()
 
     def __init__(self, data, studies):
@@ -80,8 +83,14 @@ class ReaderAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{len(assigned)} reader(s) assigned to {study}.", messages.SUCCESS)
                 return None
-        context = {**self.admin_site.each_context(request), "title": "Assign readers to a study", "form": form,
-                   "readers": queryset, "opts": self.model._meta, "action": "assign_to_study"}  # fmt: skip
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Assign readers to a study",
+            "form": form,
+            "readers": queryset,
+            "opts": self.model._meta,
+            "action": "assign_to_study",
+        }
         return TemplateResponse(request, "admin/studies/assign_readers.html", context)
 
 
@@ -208,8 +217,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Read)
 class ReadAdmin(StudyScopedAdmin, ReadOnlyAdmin):
-    list_display = ("assignment", "lesion", "phase", "session", "diagnosis", "confidence", "malignancy",
-                    "submitted_at", "supersedes")  # fmt: skip
+    list_display = (
+        "assignment",
+        "lesion",
+        "phase",
+        "session",
+        "diagnosis",
+        "confidence",
+        "malignancy",
+        "submitted_at",
+        "supersedes",
+    )
     list_filter = (("assignment__study", admin.RelatedOnlyFieldListFilter), "phase", "assignment__group")
     list_select_related = ("assignment__reader__user", "assignment__study", "lesion__case", "supersedes")
     study_lookup = "assignment__study"

@@ -45,26 +45,39 @@ class Conflict(PermissionDenied):
 
 
 def progress_data(now: Progress) -> dict:
-    return {"session": now.session, "sessions": now.sessions, "done": now.done, "total": now.total,
-            "finished": now.finished, "opens_at": now.opens_at}  # fmt: skip
+    return {
+        "session": now.session,
+        "sessions": now.sessions,
+        "done": now.done,
+        "total": now.total,
+        "finished": now.finished,
+        "opens_at": now.opens_at,
+    }
 
 
-NEXT_SCHEMA = inline_serializer("NextLesion", {
-    "progress": ProgressSerializer(),
-    "task": serializers.DictField(allow_null=True, help_text="lesion, phase, session; null when none is open."),
-    "assist": serializers.DictField(allow_null=True, help_text="AI output shown before an aided read."),
-    "viewer": serializers.DictField(allow_null=True, help_text="What the viewer loads: per-sequence files."),
-})  # fmt: skip
-SUBMIT_SCHEMA = inline_serializer("SubmittedRead", {
-    "read": ReadSerializer(),
-    "feedback": serializers.DictField(allow_null=True, help_text="What the study reveals now the read is locked."),
-    "progress": ProgressSerializer(),
-})  # fmt: skip
+NEXT_SCHEMA = inline_serializer(
+    "NextLesion",
+    {
+        "progress": ProgressSerializer(),
+        "task": serializers.DictField(allow_null=True, help_text="lesion, phase, session; null when none is open."),
+        "assist": serializers.DictField(allow_null=True, help_text="AI output shown before an aided read."),
+        "viewer": serializers.DictField(allow_null=True, help_text="What the viewer loads: per-sequence files."),
+    },
+)
+SUBMIT_SCHEMA = inline_serializer(
+    "SubmittedRead",
+    {
+        "read": ReadSerializer(),
+        "feedback": serializers.DictField(allow_null=True, help_text="What the study reveals now the read is locked."),
+        "progress": ProgressSerializer(),
+    },
+)
 
 
 class MyStudies(APIView):
-    @extend_schema(responses={200: MyStudySerializer(many=True), **refusals(403)},
-                   summary="My open studies with my progress")  # fmt: skip
+    @extend_schema(
+        responses={200: MyStudySerializer(many=True), **refusals(403)}, summary="My open studies with my progress"
+    )
     def get(self, request):
         assignments = Assignment.objects.filter(reader__user=request.user, study__is_open=True)
         data = [{"study": a.study, "progress": progress_data(progress(a))} for a in assignments.select_related("study")]
@@ -78,8 +91,9 @@ class MyProgress(APIView):
 
 
 class NextLesion(APIView):
-    @extend_schema(responses={200: NEXT_SCHEMA, **refusals(403, 404)},
-                   summary="My next lesion: where I left off, in my own order")  # fmt: skip
+    @extend_schema(
+        responses={200: NEXT_SCHEMA, **refusals(403, 404)}, summary="My next lesion: where I left off, in my own order"
+    )
     def get(self, request, study_id):
         assignment = open_assignment(request.user, study_id)
         now = progress(assignment)
@@ -98,8 +112,9 @@ class NextLesion(APIView):
 
 
 class LesionViewer(APIView):
-    @extend_schema(responses={200: dict, **refusals(403, 404)},
-                   summary="The viewer's files for a lesion I may view (revisiting)")  # fmt: skip
+    @extend_schema(
+        responses={200: dict, **refusals(403, 404)}, summary="The viewer's files for a lesion I may view (revisiting)"
+    )
     def get(self, request, study_id, lesion_id):
         assignment = open_assignment(request.user, study_id)
         now = progress(assignment)
@@ -110,8 +125,10 @@ class LesionViewer(APIView):
 
 
 class LesionFeedback(APIView):
-    @extend_schema(responses={200: dict, **refusals(403, 404)},
-                   summary="What the study reveals about a lesion after my read is locked")  # fmt: skip
+    @extend_schema(
+        responses={200: dict, **refusals(403, 404)},
+        summary="What the study reveals about a lesion after my read is locked",
+    )
     def get(self, request, study_id, lesion_id):
         assignment = open_assignment(request.user, study_id)
         now = progress(assignment)
@@ -125,16 +142,20 @@ class LesionFeedback(APIView):
 
 
 class Reads(APIView):
-    @extend_schema(responses={200: ReadSerializer(many=True), **refusals(403, 404)},
-                   summary="My reads in a study, first reads and amendments")  # fmt: skip
+    @extend_schema(
+        responses={200: ReadSerializer(many=True), **refusals(403, 404)},
+        summary="My reads in a study, first reads and amendments",
+    )
     def get(self, request, study_id):
         assignment = open_assignment(request.user, study_id)
         reads = Read.objects.filter(assignment=assignment).select_related("lesion", "supersedes")
         return Response(ReadSerializer(reads, many=True, context={"study": assignment.study}).data)
 
-    @extend_schema(request=ReadInputSerializer,
-                   responses={201: SUBMIT_SCHEMA, 200: SUBMIT_SCHEMA, **refusals(400, 403, 404, 409)},
-                   summary="Submit a read (a repeated submit returns the read already locked)")  # fmt: skip
+    @extend_schema(
+        request=ReadInputSerializer,
+        responses={201: SUBMIT_SCHEMA, 200: SUBMIT_SCHEMA, **refusals(400, 403, 404, 409)},
+        summary="Submit a read (a repeated submit returns the read already locked)",
+    )
     def post(self, request, study_id):
         assignment = open_assignment(request.user, study_id)
         form = ReadInputSerializer(data=request.data)
@@ -156,9 +177,14 @@ def read_fields(assignment: Assignment, lesion: Lesion, values: dict) -> dict:
     phase = values["phase"]
     presentation, _ = Presentation.objects.get_or_create(assignment=assignment, lesion=lesion, phase=phase)
     fields = {
-        "assignment": assignment, "lesion": lesion, "phase": phase, "diagnosis": class_index(values["diagnosis"]),
-        "confidence": values["confidence"], "malignancy": values["malignancy"], "shown_at": presentation.shown_at,
-    }  # fmt: skip
+        "assignment": assignment,
+        "lesion": lesion,
+        "phase": phase,
+        "diagnosis": class_index(values["diagnosis"]),
+        "confidence": values["confidence"],
+        "malignancy": values["malignancy"],
+        "shown_at": presentation.shown_at,
+    }
     if phase == Phase.AIDED:
         shown = Disclosure.objects.filter(assignment=assignment, lesion=lesion, purpose="assist").last()
         if shown is None and MODEL in reveal(assignment, lesion.pk).withheld:
@@ -193,8 +219,9 @@ def amend(assignment: Assignment, lesion: Lesion, values: dict) -> tuple[Read, b
     """A new read superseding the latest read of (lesion, phase); repeating identical values returns it."""
     if not assignment.study.allow_amend:
         raise PermissionDenied("This study does not allow amending reads.")
-    latest = Read.objects.filter(assignment=assignment, lesion=lesion, phase=values["phase"],
-                                 amended_by__isnull=True).first()  # fmt: skip
+    latest = Read.objects.filter(
+        assignment=assignment, lesion=lesion, phase=values["phase"], amended_by__isnull=True
+    ).first()
     if latest is None:
         raise Conflict("There is no locked read of this lesion and phase to amend.")
     fields = read_fields(assignment, lesion, values)

@@ -39,8 +39,13 @@ FORMAT = "liverread-study-archive"
 FORMAT_VERSION = 1
 MEMBER = "study.json"
 USER_FIELDS = ("first_name", "last_name", "email")
-PREDICTION_FIELDS = ("probabilities", "malignant_probability", "predicted_class", "predicted_malignant",
-                     "checkpoints_sha256")  # fmt: skip
+PREDICTION_FIELDS = (
+    "probabilities",
+    "malignant_probability",
+    "predicted_class",
+    "predicted_malignant",
+    "checkpoints_sha256",
+)
 
 
 class ArchiveError(Exception):
@@ -87,11 +92,13 @@ def _lesion_key(lesion: Lesion) -> tuple[str, str, str]:
 
 def _lesion_reference(lesion: Lesion) -> dict:
     return {
-        "public_id": lesion.public_id, "dataset": lesion.case.dataset, "case": lesion.case.source_name,
+        "public_id": lesion.public_id,
+        "dataset": lesion.case.dataset,
+        "case": lesion.case.source_name,
         "lesion": lesion.source_name,
         "volumes_sha256": {volume.sequence: volume.sha256 for volume in lesion.case.volumes.all()},
         "masks_sha256": {mask.sequence: mask.sha256 for mask in lesion.masks.all()},
-    }  # fmt: skip
+    }
 
 
 def study_payload(study: ReaderStudy) -> dict:
@@ -101,12 +108,21 @@ def study_payload(study: ReaderStudy) -> dict:
     make the payload refer to a row it lacks; the lesions are the study's and any other that a row names."""
     username = f"reader__user__{get_user_model().USERNAME_FIELD}"
     rows = {"assignment__study": study}
-    reads = list(Read.objects.filter(**rows).order_by("submitted_at", "public_id")
-                 .select_related("assignment__reader__user", "lesion", "supersedes"))  # fmt: skip
-    disclosures = list(Disclosure.objects.filter(**rows).order_by("shown_at", "id")
-                       .select_related("assignment__reader__user", "lesion"))  # fmt: skip
-    presentations = list(Presentation.objects.filter(**rows).select_related("assignment__reader__user", "lesion")
-                         .order_by(f"assignment__{username}", "shown_at", "phase", "lesion__public_id"))  # fmt: skip
+    reads = list(
+        Read.objects.filter(**rows)
+        .order_by("submitted_at", "public_id")
+        .select_related("assignment__reader__user", "lesion", "supersedes")
+    )
+    disclosures = list(
+        Disclosure.objects.filter(**rows)
+        .order_by("shown_at", "id")
+        .select_related("assignment__reader__user", "lesion")
+    )
+    presentations = list(
+        Presentation.objects.filter(**rows)
+        .select_related("assignment__reader__user", "lesion")
+        .order_by(f"assignment__{username}", "shown_at", "phase", "lesion__public_id")
+    )
     assignments = list(study.assignments.select_related("reader__user").order_by(username))
     named = {row.lesion_id for row in [*reads, *disclosures, *presentations]}
     named |= {pk for a in assignments for order in a.orders for pk in order}
@@ -123,25 +139,44 @@ def study_payload(study: ReaderStudy) -> dict:
     prediction_at = {p.pk: n for n, p in enumerate(predictions)} | {None: None}
     disclosure_at = {d.pk: n for n, d in enumerate(disclosures)} | {None: None}
     return {
-        "study": {**_dump(study), "owner": study.owner.get_username() if study.owner else None,
-                  "admins": sorted(u.get_username() for u in admins),
-                  "model_version": study.model_version.name if study.model_version else None,
-                  "lesions": [lesion.public_id for lesion in lesions if lesion.pk in in_study]},
+        "study": {
+            **_dump(study),
+            "owner": study.owner.get_username() if study.owner else None,
+            "admins": sorted(u.get_username() for u in admins),
+            "model_version": study.model_version.name if study.model_version else None,
+            "lesions": [lesion.public_id for lesion in lesions if lesion.pk in in_study],
+        },
         "lesions": [_lesion_reference(lesion) for lesion in lesions],
         "model_versions": [{"name": v.name, "files_sha256": v.files_sha256} for _, v in sorted(versions.items())],
-        "predictions": [{"model_version": p.model_version.name, "lesion": p.lesion.public_id,
-                         **{f: getattr(p, f) for f in PREDICTION_FIELDS}} for p in predictions],
+        "predictions": [
+            {
+                "model_version": p.model_version.name,
+                "lesion": p.lesion.public_id,
+                **{f: getattr(p, f) for f in PREDICTION_FIELDS},
+            }
+            for p in predictions
+        ],
         "users": [{"username": name, **{f: getattr(u, f) for f in USER_FIELDS}} for name, u in sorted(users.items())],
         "readers": [{"username": a.reader.user.get_username(), **_dump(a.reader)} for a in assignments],
-        "assignments": [{**_by_reader(a), "orders": [[lesion_ids[pk] for pk in order] for order in a.orders]}
-                        for a in assignments],
+        "assignments": [
+            {**_by_reader(a), "orders": [[lesion_ids[pk] for pk in order] for order in a.orders]} for a in assignments
+        ],
         "presentations": [{**_by_reader(p), "lesion": p.lesion.public_id} for p in presentations],
-        "disclosures": [{**_by_reader(d), "lesion": d.lesion.public_id, "prediction": prediction_at[d.prediction_id]}
-                        for d in disclosures],
-        "reads": [{**_by_reader(r), "lesion": r.lesion.public_id, "disclosure": disclosure_at[r.disclosure_id],
-                   "prediction_shown": prediction_at[r.prediction_shown_id],
-                   "supersedes": r.supersedes.public_id if r.supersedes_id else None} for r in reads],
-    }  # fmt: skip
+        "disclosures": [
+            {**_by_reader(d), "lesion": d.lesion.public_id, "prediction": prediction_at[d.prediction_id]}
+            for d in disclosures
+        ],
+        "reads": [
+            {
+                **_by_reader(r),
+                "lesion": r.lesion.public_id,
+                "disclosure": disclosure_at[r.disclosure_id],
+                "prediction_shown": prediction_at[r.prediction_shown_id],
+                "supersedes": r.supersedes.public_id if r.supersedes_id else None,
+            }
+            for r in reads
+        ],
+    }
 
 
 def _by_reader(row) -> dict:
@@ -163,8 +198,13 @@ def export_study(study: ReaderStudy, path: Path) -> str:
         raise ArchiveError(f"{path}: no folder {path.parent}")
     payload = study_payload(study)
     digest = payload_sha256(payload)
-    document = {"format": FORMAT, "format_version": FORMAT_VERSION, "exported_at": timezone.now().isoformat(),
-                "payload_sha256": digest, "payload": payload}  # fmt: skip
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "exported_at": timezone.now().isoformat(),
+        "payload_sha256": digest,
+        "payload": payload,
+    }
     handle, scratch = tempfile.mkstemp(prefix=".study-archive-", dir=path.parent)
     os.close(handle)
     try:
@@ -173,8 +213,12 @@ def export_study(study: ReaderStudy, path: Path) -> str:
         os.replace(scratch, path)
     finally:
         Path(scratch).unlink(missing_ok=True)
-    record(AuditEvent.Action.EXPORTED, study, f"study archive of {study.name!r} written to {path.name}",
-           after={"file": path.name, "payload_sha256": digest, "reads": len(payload["reads"])})  # fmt: skip
+    record(
+        AuditEvent.Action.EXPORTED,
+        study,
+        f"study archive of {study.name!r} written to {path.name}",
+        after={"file": path.name, "payload_sha256": digest, "reads": len(payload["reads"])},
+    )
     return digest
 
 
@@ -198,8 +242,10 @@ def _verified_document(path: Path) -> dict:
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ArchiveError(f"{path}: not a study archive (format is not {FORMAT!r})")
     if document.get("format_version") != FORMAT_VERSION:
-        raise ArchiveError(f"{path}: archive format version {document.get('format_version')!r} is not supported "
-                           f"(this LiverRead reads version {FORMAT_VERSION})")  # fmt: skip
+        raise ArchiveError(
+            f"{path}: archive format version {document.get('format_version')!r} is not supported "
+            f"(this LiverRead reads version {FORMAT_VERSION})"
+        )
     if payload_sha256(document.get("payload")) != document.get("payload_sha256"):
         raise ArchiveError(f"{path}: the payload's SHA-256 differs from the recorded one: the archive is corrupt")
     return document
@@ -229,40 +275,73 @@ def _restore(payload: dict, file_name: str, digest: str, override_reason: str) -
     archived = payload["study"]
     clash = ReaderStudy.objects.filter(Q(name=archived["name"]) | Q(public_id=archived["public_id"])).first()
     if clash:
-        raise ArchiveError(f"study {archived['name']!r} ({archived['public_id']}): this database already has a study "
-                           f"named {clash.name!r} with public id {clash.public_id}")  # fmt: skip
+        raise ArchiveError(
+            f"study {archived['name']!r} ({archived['public_id']}): this database already has a study "
+            f"named {clash.name!r} with public id {clash.public_id}"
+        )
     lesions = _match_lesions(payload["lesions"])
     versions = _match_model_versions(payload["model_versions"])
     predictions = _match_predictions(payload["predictions"], versions, lesions)
     users = _users(payload["users"])
     readers = _readers(payload["readers"], users)
-    study = _create(ReaderStudy, [{**_load(ReaderStudy, archived), "owner": _named(users, archived["owner"]),
-                                   "model_version": _named(versions, archived["model_version"])}])[0]  # fmt: skip
+    study = _create(
+        ReaderStudy,
+        [
+            {
+                **_load(ReaderStudy, archived),
+                "owner": _named(users, archived["owner"]),
+                "model_version": _named(versions, archived["model_version"]),
+            }
+        ],
+    )[0]
     through = ReaderStudy.lesions.through
     through.objects.bulk_create([through(readerstudy=study, lesion=lesions[pid]) for pid in archived["lesions"]])
     through = ReaderStudy.admins.through
     through.objects.bulk_create([through(readerstudy=study, user=users[name]) for name in archived["admins"]])
     assignments = {
         a.reader.user.get_username(): a
-        for a in _create(Assignment, [{**_load(Assignment, row), "study": study, "reader": readers[row["reader"]],
-                                       "orders": [[lesions[pid].pk for pid in order] for order in row["orders"]]}
-                                      for row in payload["assignments"]])
-    }  # fmt: skip
+        for a in _create(
+            Assignment,
+            [
+                {
+                    **_load(Assignment, row),
+                    "study": study,
+                    "reader": readers[row["reader"]],
+                    "orders": [[lesions[pid].pk for pid in order] for order in row["orders"]],
+                }
+                for row in payload["assignments"]
+            ],
+        )
+    }
 
     def shown(row) -> dict:
         return {"assignment": assignments[row["reader"]], "lesion": lesions[row["lesion"]]}
 
     _create(Presentation, [{**_load(Presentation, row), **shown(row)} for row in payload["presentations"]])
-    disclosures = _create(Disclosure, [{**_load(Disclosure, row), **shown(row),
-                                        "prediction": _item(predictions, row["prediction"])}
-                                       for row in payload["disclosures"]])  # fmt: skip
-    reads = [{**_load(Read, row), **shown(row), "prediction_shown": _item(predictions, row["prediction_shown"]),
-              "disclosure": _item(disclosures, row["disclosure"]), "supersedes": row["supersedes"]}
-             for row in payload["reads"]]  # fmt: skip
+    disclosures = _create(
+        Disclosure,
+        [
+            {**_load(Disclosure, row), **shown(row), "prediction": _item(predictions, row["prediction"])}
+            for row in payload["disclosures"]
+        ],
+    )
+    reads = [
+        {
+            **_load(Read, row),
+            **shown(row),
+            "prediction_shown": _item(predictions, row["prediction_shown"]),
+            "disclosure": _item(disclosures, row["disclosure"]),
+            "supersedes": row["supersedes"],
+        }
+        for row in payload["reads"]
+    ]
     _create_reads(reads)
-    record(AuditEvent.Action.STUDY_CREATED, study, f"study {study.name!r} restored from the archive {file_name}",
-           after={"file": file_name, "payload_sha256": digest, "readers": len(assignments),
-                  "reads": len(reads)})  # fmt: skip
+    record(
+        AuditEvent.Action.STUDY_CREATED,
+        study,
+        f"study {study.name!r} restored from the archive {file_name}",
+        after={"file": file_name, "payload_sha256": digest, "readers": len(assignments), "reads": len(reads)},
+    )
     try:
         guard(study, f"restored from the archive {file_name}", override_reason)
     except OverlapRefused as exc:
@@ -305,18 +384,21 @@ def _create_reads(rows: list[dict]) -> None:
     while pending:
         ready = [row for row in pending if row["supersedes"] is None or row["supersedes"] in made]
         if not ready:
-            raise ArchiveError(f"read {pending[0]['public_id']} supersedes a read that is not in the archive "
-                               "(or the chain is a loop)")  # fmt: skip
-        made |= {r.public_id: r for r in _create(Read, [{**row, "supersedes": made.get(row["supersedes"])}
-                                                         for row in ready])}  # fmt: skip
+            raise ArchiveError(
+                f"read {pending[0]['public_id']} supersedes a read that is not in the archive (or the chain is a loop)"
+            )
+        made |= {
+            r.public_id: r for r in _create(Read, [{**row, "supersedes": made.get(row["supersedes"])} for row in ready])
+        }
         pending = [row for row in pending if row["public_id"] not in made]
 
 
 def _match_lesions(references: list[dict]) -> dict[str, Lesion]:
     """{archived lesion public id: this database's lesion}, matched by (dataset, case, lesion) and verified
     by the SHA-256 of every stored volume and mask."""
-    here = Lesion.objects.filter(case__dataset__in={r["dataset"] for r in references},
-                                 case__source_name__in={r["case"] for r in references})  # fmt: skip
+    here = Lesion.objects.filter(
+        case__dataset__in={r["dataset"] for r in references}, case__source_name__in={r["case"] for r in references}
+    )
     found = {
         _lesion_key(lesion): lesion for lesion in here.select_related("case").prefetch_related("masks", "case__volumes")
     }
@@ -331,8 +413,10 @@ def _match_lesions(references: list[dict]) -> dict[str, Lesion]:
                 s for s in ref[kind].keys() | stored[kind].keys() if ref[kind].get(s) != stored[kind].get(s)
             )
             if differ:
-                raise ArchiveError(f"lesion {name}: the stored {kind.split('_')[0]} of {', '.join(differ)} differ from "
-                                   "the archived ones (SHA-256): not the same images")  # fmt: skip
+                raise ArchiveError(
+                    f"lesion {name}: the stored {kind.split('_')[0]} of {', '.join(differ)} differ from "
+                    "the archived ones (SHA-256): not the same images"
+                )
         matched[ref["public_id"]] = found[key]
     return matched
 
@@ -347,8 +431,10 @@ def _match_model_versions(archived: list[dict]) -> dict[str, ModelVersion]:
         mine, theirs = version.files_sha256, entry["files_sha256"]
         differ = sorted(f for f in mine.keys() | theirs.keys() if mine.get(f) != theirs.get(f))
         if differ:
-            raise ArchiveError(f"model version {entry['name']!r} here differs from the archived one in "
-                               f"{', '.join(differ)} (SHA-256): not the same model")  # fmt: skip
+            raise ArchiveError(
+                f"model version {entry['name']!r} here differs from the archived one in "
+                f"{', '.join(differ)} (SHA-256): not the same model"
+            )
         matched[entry["name"]] = version
     return matched
 
@@ -357,9 +443,10 @@ def _match_predictions(archived: list[dict], versions: dict, lesions: dict) -> l
     """This database's predictions, in the archive's order, each exactly the output that was shown."""
     here = {
         (p.model_version_id, p.lesion_id): p
-        for p in Prediction.objects.filter(model_version__in=list(versions.values()),
-                                           lesion__in=[lesions[entry["lesion"]] for entry in archived])
-    }  # fmt: skip
+        for p in Prediction.objects.filter(
+            model_version__in=list(versions.values()), lesion__in=[lesions[entry["lesion"]] for entry in archived]
+        )
+    }
     matched = []
     for entry in archived:
         lesion = lesions[entry["lesion"]]

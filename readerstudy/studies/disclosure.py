@@ -45,7 +45,7 @@ def disclose(assignment: Assignment, lesion: Lesion, shown: Reveal, purpose: str
                 "probabilities": [
                     {"class": c, "title": CLASS_TITLES[c], "probability": p}
                     for c, p in zip(CLASSES, prediction.probabilities, strict=True)
-                ],  # fmt: skip
+                ],
                 "predicted_class": CLASSES[prediction.predicted_class],
                 "malignant_probability": prediction.malignant_probability,
                 "predicted_malignant": prediction.predicted_malignant,
@@ -57,7 +57,7 @@ def disclose(assignment: Assignment, lesion: Lesion, shown: Reveal, purpose: str
                         "sequence": seq,
                         "weight": saliencies[seq].weight,
                         "heat": volume_url(study, lesion, seq, "heat"),
-                    }  # fmt: skip
+                    }
                     for seq in SEQUENCES
                     if seq in saliencies
                 ]

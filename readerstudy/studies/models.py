@@ -55,18 +55,33 @@ class ReaderStudy(models.Model):
     public_id = models.CharField(max_length=16, unique=True, default=new_public_id, editable=False)
     name = models.CharField(max_length=200, unique=True)
     instructions = models.TextField(blank=True, help_text="Shown to readers before they start.")
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
-                              related_name="owned_studies")  # fmt: skip
-    admins = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="administered_studies",
-                                    help_text="Study admins granted this study besides its owner.")  # fmt: skip
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="owned_studies"
+    )
+    admins = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="administered_studies",
+        help_text="Study admins granted this study besides its owner.",
+    )
     created = models.DateTimeField(auto_now_add=True)
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, null=True, blank=True,
-                                      related_name="studies", help_text="Pinned; empty = no model output.")  # fmt: skip
+    model_version = models.ForeignKey(
+        ModelVersion,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="studies",
+        help_text="Pinned; empty = no model output.",
+    )
     lesions = models.ManyToManyField(Lesion, related_name="studies", blank=True)
     design = models.CharField(max_length=10, choices=Design.choices, default=Design.UNAIDED)
     washout_days = models.PositiveSmallIntegerField(default=0, help_text="Crossover: days between the sessions.")
-    feedback = models.CharField(max_length=9, choices=Feedback.choices, default=Feedback.NONE,
-                                help_text="What a reader sees once a read is locked.")  # fmt: skip
+    feedback = models.CharField(
+        max_length=9,
+        choices=Feedback.choices,
+        default=Feedback.NONE,
+        help_text="What a reader sees once a read is locked.",
+    )
     practice = models.BooleanField(default=False, help_text="A training study: may show the reference diagnosis.")
     allow_revisit = models.BooleanField(default=False, help_text="Readers may view lesions they have read.")
     allow_amend = models.BooleanField(default=False, help_text="Readers may amend a read (a new, linked read).")
@@ -80,17 +95,17 @@ class ReaderStudy(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=~Q(feedback="reference") | Q(practice=True), name="reference_feedback_only_in_practice"
-            ),  # fmt: skip
+            ),
             models.CheckConstraint(
                 condition=~Q(design="crossover") | Q(washout_days__gte=1), name="crossover_has_washout"
-            ),  # fmt: skip
+            ),
             models.CheckConstraint(
                 condition=~Q(allow_amend=True) | Q(allow_revisit=True), name="amending_needs_revisiting"
-            ),  # fmt: skip
+            ),
             models.CheckConstraint(
                 condition=Q(field_of_view_mm__isnull=True) | Q(field_of_view_mm__gte=16),
                 name="field_of_view_at_least_16mm",
-            ),  # fmt: skip
+            ),
         ]
 
     def __str__(self) -> str:
@@ -152,8 +167,9 @@ class Assignment(models.Model):
         sessions = 2 if study.design == Design.CROSSOVER else 1
         orders = [rng.sample(lesions, len(lesions)) for _ in range(sessions)]
         aided = 1 + cls.objects.filter(study=study).count() % 2 if sessions == 2 else 0
-        return cls.objects.create(study=study, reader=reader, group=group or reader.group,
-                                  orders=orders, aided_session=aided)  # fmt: skip
+        return cls.objects.create(
+            study=study, reader=reader, group=group or reader.group, orders=orders, aided_session=aided
+        )
 
 
 class Phase(models.TextChoices):
@@ -186,9 +202,13 @@ class Disclosure(models.Model):
     assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="disclosures")
     lesion = models.ForeignKey(Lesion, on_delete=models.PROTECT, related_name="+")
     prediction = models.ForeignKey(
-        Prediction, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        Prediction,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
         help_text="Empty when the model output was not ready or the study has none.",
-    )  # fmt: skip
+    )
     purpose = models.CharField(max_length=8, choices=[("assist", "Before an aided read"), ("feedback", "Feedback")])
     revealed = models.JSONField(help_text="What was shown: any of model, saliency, reference.")
     shown_at = models.DateTimeField(auto_now_add=True)
@@ -215,12 +235,17 @@ class Read(models.Model):
     shown_at = models.DateTimeField(help_text="First time the lesion was shown for this phase.")
     submitted_at = models.DateTimeField(auto_now_add=True)
     prediction_shown = models.ForeignKey(
-        Prediction, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        Prediction,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
         help_text="The model output shown before this read.",
-    )  # fmt: skip
+    )
     disclosure = models.ForeignKey(Disclosure, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
-    supersedes = models.OneToOneField("self", on_delete=models.PROTECT, null=True, blank=True,
-                                      related_name="amended_by")  # fmt: skip
+    supersedes = models.OneToOneField(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="amended_by"
+    )
 
     class Meta:
         constraints = [
@@ -228,7 +253,7 @@ class Read(models.Model):
                 fields=["assignment", "lesion", "phase"],
                 condition=Q(supersedes__isnull=True),
                 name="one_first_read_per_phase",
-            ),  # fmt: skip
+            ),
             models.CheckConstraint(condition=Q(diagnosis__lt=len(CLASSES)), name="read_known_diagnosis"),
             models.CheckConstraint(condition=Q(confidence__gte=1, confidence__lte=5), name="read_confidence_1_5"),
             models.CheckConstraint(condition=Q(malignancy__lte=100), name="read_malignancy_0_100"),

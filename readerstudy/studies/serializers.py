@@ -52,8 +52,18 @@ class ReadSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Read
-        fields = ["id", "lesion", "phase", "session", "diagnosis", "confidence", "malignancy", "shown_at",
-                  "submitted_at", "amends"]  # fmt: skip
+        fields = [
+            "id",
+            "lesion",
+            "phase",
+            "session",
+            "diagnosis",
+            "confidence",
+            "malignancy",
+            "shown_at",
+            "submitted_at",
+            "amends",
+        ]
 
     def get_lesion(self, read) -> str:
         return study_lesion_id(self.context["study"], read.lesion)

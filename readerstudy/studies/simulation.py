@@ -51,10 +51,17 @@ def simulate_reads(study: ReaderStudy, seed: int = 0) -> int:
             if (lesion.pk, task.phase) in done:
                 continue
             likelihood = rng.normal(75 if is_malignant(diagnosis) else 20, 15)
-            read = Read(assignment=assignment, lesion=lesion, phase=task.phase, session=task.session,
-                        diagnosis=diagnosis, confidence=int(rng.integers(2, 6)),
-                        malignancy=int(np.clip(round(likelihood), 0, 100)), shown_at=shown,
-                        prediction_shown=prediction if task.phase == Phase.AIDED else None)  # fmt: skip
+            read = Read(
+                assignment=assignment,
+                lesion=lesion,
+                phase=task.phase,
+                session=task.session,
+                diagnosis=diagnosis,
+                confidence=int(rng.integers(2, 6)),
+                malignancy=int(np.clip(round(likelihood), 0, 100)),
+                shown_at=shown,
+                prediction_shown=prediction if task.phase == Phase.AIDED else None,
+            )
             read.save()
             Read.objects.filter(pk=read.pk).update(submitted_at=clock)  # simulated time, not now
             made += 1

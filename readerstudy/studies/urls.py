@@ -35,7 +35,7 @@ urlpatterns = [
         "studies/<str:study_id>/lesions/<str:lesion_id>/<sequence:sequence><kind:kind>.nii.gz",
         views.volume,
         name="volume",
-    ),  # fmt: skip
+    ),
     path("api/studies/", api.MyStudies.as_view(), name="api-studies"),
     path("api/studies/<str:study_id>/progress/", api.MyProgress.as_view(), name="api-progress"),
     path("api/studies/<str:study_id>/next/", api.NextLesion.as_view(), name="api-next"),
@@ -45,5 +45,5 @@ urlpatterns = [
         "api/studies/<str:study_id>/lesions/<str:lesion_id>/feedback/",
         api.LesionFeedback.as_view(),
         name="api-feedback",
-    ),  # fmt: skip
+    ),
 ]

@@ -20,8 +20,9 @@ def volume_url(study: ReaderStudy, lesion: Lesion, sequence: str, kind: str) -> 
     return reverse("studies:volume", args=[study.public_id, study_lesion_id(study, lesion), sequence, kind])
 
 
-def served_file(study: ReaderStudy, lesion: Lesion, sequence: str, kind: str,
-                prediction: Prediction | None = None) -> ServedFile | None:  # fmt: skip
+def served_file(
+    study: ReaderStudy, lesion: Lesion, sequence: str, kind: str, prediction: Prediction | None = None
+) -> ServedFile | None:
     """The served ``kind`` file of ``sequence`` of ``lesion`` (None when there is no such file, e.g. a heat
     map of an unfinished prediction)."""
     mask = LesionMask.objects.get(lesion=lesion, sequence=sequence)
@@ -32,8 +33,13 @@ def served_file(study: ReaderStudy, lesion: Lesion, sequence: str, kind: str,
     saliency = Saliency.objects.filter(prediction=prediction, sequence=sequence).first() if prediction else None
     if saliency is None:
         return None
-    return served(saliency.heatmap.path, f"{prediction.storage_key}/{saliency.heatmap.name}",
-                  mask.centroid_mm, study.field_of_view_mm, "heat")  # fmt: skip
+    return served(
+        saliency.heatmap.path,
+        f"{prediction.storage_key}/{saliency.heatmap.name}",
+        mask.centroid_mm,
+        study.field_of_view_mm,
+        "heat",
+    )
 
 
 def served_image(study: ReaderStudy, volume: SequenceVolume, mask: LesionMask) -> ServedFile:
@@ -54,11 +60,13 @@ def descriptor(study: ReaderStudy, lesion: Lesion) -> dict:
     sequences = []
     for sequence in SEQUENCES:
         image, mask = served_image(study, volumes[sequence], masks[sequence]), served_mask(study, masks[sequence])
-        sequences.append({
-            "name": sequence,
-            "image": volume_url(study, lesion, sequence, "image"),
-            "mask": volume_url(study, lesion, sequence, "mask"),
-            "focus": mask.meta["focus"],
-            "window": image.meta["window"],
-        })  # fmt: skip
+        sequences.append(
+            {
+                "name": sequence,
+                "image": volume_url(study, lesion, sequence, "image"),
+                "mask": volume_url(study, lesion, sequence, "mask"),
+                "focus": mask.meta["focus"],
+                "window": image.meta["window"],
+            }
+        )
     return {"lesion": study_lesion_id(study, lesion), "sequences": sequences}

@@ -24,7 +24,7 @@ const HEAT_OPACITY = [
   { value: 0.4, opacity: 0.55 },
   { value: 1, opacity: 0.8 },
 ];
-// Without this the heat overlay's opacity comes out far below the nominal one (see VIEWER_NOTES.md).
+// Without this the heat overlay's opacity comes out far below the nominal one (see docs/machines.md).
 const OVERLAY_OPACITY_UNIT_DISTANCE = 0.1;
 const FIT_MARGIN = 1.05;
 const { IMAGE_PLANE: PLANE, IMAGE_PIXEL: PIXEL } = Enums.MetadataModules;

@@ -99,12 +99,16 @@ class DicomImportAdminMixin:
             return TemplateResponse(request, TEMPLATE, self._context(request, report=report))
         exams = [
             {
-                "name": name, "plan": plan, "series": plan.series(),
+                "name": name,
+                "plan": plan,
+                "series": plan.series(),
                 "problems": plan.problems + plan.proposal.problems,
-                "rows": [(s, SEQUENCE_TITLES[s], plan.proposal.mapping[s], plan.proposal.reasons.get(s, ""))
-                         for s in SEQUENCES],
+                "rows": [
+                    (s, SEQUENCE_TITLES[s], plan.proposal.mapping[s], plan.proposal.reasons.get(s, ""))
+                    for s in SEQUENCES
+                ],
             }
             for name, plan in sorted(dicom_import.plans.items())
-        ]  # fmt: skip
+        ]
         context = self._context(request, exams=exams, problems=dicom_import.problems, dataset=uploads[token])
         return TemplateResponse(request, TEMPLATE, context)

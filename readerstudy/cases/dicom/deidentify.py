@@ -32,8 +32,16 @@ from readerstudy.cases.anonymise import patient_key
 
 OLDEST_AGE = 90
 """Ages from this on are stored as this value (HIPAA Safe Harbor aggregates ages over 89)."""
-VENDORS = {"GE": "GE", "SIEMENS": "Siemens", "PHILIPS": "Philips", "CANON": "Canon", "TOSHIBA": "Canon",
-           "HITACHI": "Hitachi", "FUJIFILM": "Fujifilm", "UNITED IMAGING": "United Imaging"}  # fmt: skip
+VENDORS = {
+    "GE": "GE",
+    "SIEMENS": "Siemens",
+    "PHILIPS": "Philips",
+    "CANON": "Canon",
+    "TOSHIBA": "Canon",
+    "HITACHI": "Hitachi",
+    "FUJIFILM": "Fujifilm",
+    "UNITED IMAGING": "United Imaging",
+}
 """Manufacturer (upper case) starts with → the vendor name stored (the demo cohort's spelling)."""
 
 
@@ -105,10 +113,13 @@ def exam_facts(study_uid: str, ds: Dataset) -> ExamFacts:
     """The storable facts of the exam whose first image header is ``ds``."""
     sex = _text(ds, "PatientSex").upper()
     return ExamFacts(
-        case_name=case_name(study_uid), age=age_years(ds), sex=sex if sex in ("F", "M") else None,
-        scanner_vendor=vendor(_text(ds, "Manufacturer")), scanner_model=_text(ds, "ManufacturerModelName") or None,
+        case_name=case_name(study_uid),
+        age=age_years(ds),
+        sex=sex if sex in ("F", "M") else None,
+        scanner_vendor=vendor(_text(ds, "Manufacturer")),
+        scanner_model=_text(ds, "ManufacturerModelName") or None,
         field_strength_t=field_strength(ds),
-    )  # fmt: skip
+    )
 
 
 def patient_id(ds: Dataset) -> str:

@@ -90,13 +90,17 @@ class DicomImport:
             "problems": self.problems,
             "exams": {
                 name: {
-                    "study": plan.study, "lesions": plan.lesions, "mapping": plan.proposal.mapping,
-                    "reasons": plan.proposal.reasons, "problems": plan.problems + plan.proposal.problems,
-                    "series": plan.series(), "notes": plan.proposal.notes,
+                    "study": plan.study,
+                    "lesions": plan.lesions,
+                    "mapping": plan.proposal.mapping,
+                    "reasons": plan.proposal.reasons,
+                    "problems": plan.problems + plan.proposal.problems,
+                    "series": plan.series(),
+                    "notes": plan.proposal.notes,
                 }
                 for name, plan in sorted(self.plans.items())
             },
-        }  # fmt: skip
+        }
 
 
 def plan_import(root: Path, labels: Path) -> DicomImport:
@@ -114,8 +118,9 @@ def plan_import(root: Path, labels: Path) -> DicomImport:
             continue  # SEG objects only
         keys = [k for k in (uid, str(exam.header.get("AccessionNumber") or "").strip()) if k and k in rows]
         facts = exam_facts(uid, exam.header)
-        plan = ExamPlan(exam, facts, keys[0] if keys else None, rows.get(keys[0], []) if keys else [], propose(
-            exam.stacks))  # fmt: skip
+        plan = ExamPlan(
+            exam, facts, keys[0] if keys else None, rows.get(keys[0], []) if keys else [], propose(exam.stacks)
+        )
         if len(keys) > 1:
             plan.problems.append(f"{LABELS_NAME}: rows name this exam by both StudyInstanceUID and AccessionNumber")
         if not keys:
@@ -143,8 +148,9 @@ def read_mapping(path: Path) -> dict[str, dict[str, str | None]]:
     except (OSError, ValueError) as exc:
         raise MappingFileError(f"{name}: not readable JSON ({exc})") from None
     if not isinstance(document, dict) or document.get("format") != MAPPING_FORMAT:
-        raise MappingFileError(f"{name}: not a mapping file (format {MAPPING_FORMAT!r} expected); write one with "
-                               "--propose")  # fmt: skip
+        raise MappingFileError(
+            f"{name}: not a mapping file (format {MAPPING_FORMAT!r} expected); write one with --propose"
+        )
     mappings = {}
     for case, exam in (document.get("exams") or {}).items():
         mapping = exam.get("mapping") if isinstance(exam, dict) else None
@@ -157,8 +163,13 @@ def read_mapping(path: Path) -> dict[str, dict[str, str | None]]:
 def _manifest_rows(plan: ExamPlan) -> tuple[list[dict], list[str]]:
     """Manifest rows for the exam's labels.csv rows, or the problems that prevent them."""
     facts, problems, rows = plan.facts, [], []
-    header_values = {"age": facts.age, "sex": facts.sex, "scanner_vendor": facts.scanner_vendor,
-                     "scanner_model": facts.scanner_model, "field_strength_t": facts.field_strength_t}  # fmt: skip
+    header_values = {
+        "age": facts.age,
+        "sex": facts.sex,
+        "scanner_vendor": facts.scanner_vendor,
+        "scanner_model": facts.scanner_model,
+        "field_strength_t": facts.field_strength_t,
+    }
     original_id = patient_id(plan.exam.header)
     if not original_id:
         problems.append("no PatientID in the headers: the pseudonymous patient key cannot be made")
@@ -167,8 +178,9 @@ def _manifest_rows(plan: ExamPlan) -> tuple[list[dict], list[str]]:
         for column in HEADER_FIELDS:
             value = label_row.given(column) or header_values[column]
             if value is None:
-                problems.append(f"{LABELS_NAME} line {label_row.line}: {column} is not in the headers; give it in "
-                                f"a {column} column")  # fmt: skip
+                problems.append(
+                    f"{LABELS_NAME} line {label_row.line}: {column} is not in the headers; give it in a {column} column"
+                )
             row[column] = "" if value is None else str(value)
         row.update(patient=original_id, case=facts.case_name)
         rows.append(row)
@@ -201,9 +213,10 @@ def _shared_folders(plans: dict[str, ExamPlan]) -> set[str]:
     """Case names whose exam folder also holds (or lies inside or around) another exam's folder."""
     folders = {name: plan.exam.folder for name, plan in plans.items()}
     return {
-        name for name, folder in folders.items()
+        name
+        for name, folder in folders.items()
         if any(o != name and (folder == f or folder in f.parents or f in folder.parents) for o, f in folders.items())
-    }  # fmt: skip
+    }
 
 
 def _translate(message: str, lines: dict[int, int], pseudonyms: dict[str, str]) -> str:
@@ -270,10 +283,14 @@ def _announce_rejections(dataset: str, rejected: dict[str, list[str]]) -> None:
     """Exams refused before the importer saw them, for the audit trail: their problems are counted, not
     quoted, because they may quote file names or header text of the export (which can identify a patient)."""
     if rejected:
-        cases_rejected.send(sender=Case, dataset=dataset, rejected={
-            name: [f"DICOM exam refused with {len(problems)} problem(s), reported to the importing admin"]
-            for name, problems in rejected.items()
-        })  # fmt: skip
+        cases_rejected.send(
+            sender=Case,
+            dataset=dataset,
+            rejected={
+                name: [f"DICOM exam refused with {len(problems)} problem(s), reported to the importing admin"]
+                for name, problems in rejected.items()
+            },
+        )
 
 
 def _record_mapping(dataset: str, name: str, proposal: Proposal, mapping: dict[str, str]) -> None:
@@ -281,8 +298,9 @@ def _record_mapping(dataset: str, name: str, proposal: Proposal, mapping: dict[s
     case = Case.objects.get(dataset=dataset, source_name=name)
     corrected = [s for s in SEQUENCES if proposal.mapping.get(s) != mapping[s]]
     record(
-        AuditEvent.Action.CASE_IMPORTED, case,
+        AuditEvent.Action.CASE_IMPORTED,
+        case,
         f"case {dataset}/{name} imported from DICOM; mapping "
         + (f"corrected for {', '.join(corrected)}" if corrected else "as proposed"),
         after={"mapping": {s: mapping[s] for s in SEQUENCES}, "corrected": corrected},
-    )  # fmt: skip
+    )

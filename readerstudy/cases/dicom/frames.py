@@ -127,20 +127,25 @@ def _classic_frames(path: Path, ds: Dataset) -> list[Frame]:
     b_value = _number(ds.get("DiffusionBValue"))
     return [
         Frame(
-            path=path, sop_uid=str(ds.SOPInstanceUID), number=None,
+            path=path,
+            sop_uid=str(ds.SOPInstanceUID),
+            number=None,
             position=tuple(float(v) for v in ds.ImagePositionPatient),
             orientation=tuple(float(v) for v in ds.ImageOrientationPatient),
-            spacing=tuple(float(v) for v in ds.PixelSpacing), size=(int(ds.Rows), int(ds.Columns)),
-            slope=_number(ds.get("RescaleSlope")) or 1.0, intercept=_number(ds.get("RescaleIntercept")) or 0.0,
+            spacing=tuple(float(v) for v in ds.PixelSpacing),
+            size=(int(ds.Rows), int(ds.Columns)),
+            slope=_number(ds.get("RescaleSlope")) or 1.0,
+            intercept=_number(ds.get("RescaleIntercept")) or 0.0,
             time_s=_datetime_seconds(ds.get("AcquisitionDateTime"))
             or _seconds(ds.get("AcquisitionDate") or ds.get("SeriesDate"), ds.get("AcquisitionTime"))
             or _seconds(ds.get("ContentDate") or ds.get("SeriesDate"), ds.get("ContentTime")),
-            trigger_ms=_number(ds.get("TriggerTime")), temporal=_number(ds.get("TemporalPositionIdentifier"), int),
+            trigger_ms=_number(ds.get("TriggerTime")),
+            temporal=_number(ds.get("TemporalPositionIdentifier"), int),
             acquisition_number=_number(ds.get("AcquisitionNumber"), int),
             b_value=b_value if b_value is not None else private_b_value(ds),
             slice_thickness=_number(ds.get("SliceThickness")),
         )
-    ]  # fmt: skip
+    ]
 
 
 def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
@@ -161,10 +166,13 @@ def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
         diffusion = _group(groups, shared, "MRDiffusionSequence")
         frames.append(
             Frame(
-                path=path, sop_uid=str(ds.SOPInstanceUID), number=number,
+                path=path,
+                sop_uid=str(ds.SOPInstanceUID),
+                number=number,
                 position=tuple(float(v) for v in plane.ImagePositionPatient),
                 orientation=tuple(float(v) for v in orientation.ImageOrientationPatient),
-                spacing=tuple(float(v) for v in measures.PixelSpacing), size=(int(ds.Rows), int(ds.Columns)),
+                spacing=tuple(float(v) for v in measures.PixelSpacing),
+                size=(int(ds.Rows), int(ds.Columns)),
                 slope=(_number(rescale.get("RescaleSlope")) if rescale else None) or 1.0,
                 intercept=(_number(rescale.get("RescaleIntercept")) if rescale else None) or 0.0,
                 time_s=_datetime_seconds(content.get("FrameAcquisitionDateTime")) if content else None,
@@ -174,7 +182,7 @@ def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
                 b_value=_number(diffusion.get("DiffusionBValue")) if diffusion else None,
                 slice_thickness=_number(measures.get("SliceThickness")),
             )
-        )  # fmt: skip
+        )
     return frames
 
 

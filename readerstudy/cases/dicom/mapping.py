@@ -46,8 +46,21 @@ NOT_CHOSEN = "no series chosen"
 TARGET_B = 800.0
 MAX_B = 1000.0
 
-UNUSED_TYPES = {"LOCALIZER", "SUBTRACT", "MPR", "REFORMATTED", "MIP", "PROJECTION IMAGE", "FAT", "IN_PHASE",
-                "OUT_PHASE", "OPP_PHASE", "F", "IP", "OP"}  # fmt: skip
+UNUSED_TYPES = {
+    "LOCALIZER",
+    "SUBTRACT",
+    "MPR",
+    "REFORMATTED",
+    "MIP",
+    "PROJECTION IMAGE",
+    "FAT",
+    "IN_PHASE",
+    "OUT_PHASE",
+    "OPP_PHASE",
+    "F",
+    "IP",
+    "OP",
+}
 UNUSED = re.compile(
     r"loc(aliz|aliser|alizer)?\b|scout|survey|3[ -]?pl(ane)?|\bsub(traction)?\b|_sub\b|\bmpr\b|\bmip\b|reformat"
     r"|^(fat|in ?phase|out ?phase|opp ?phase)\s*:|[_ ](f|fat|ip|op|in|opp|out)$"
@@ -197,8 +210,9 @@ class _Builder:
             candidates = _prefer(candidates, lambda s: _same_grid(s, dwi), "not on the DWI's grid", self.proposal.notes)
         if not candidates:
             return self.missing("ADC", "no series has ImageType ADC or 'ADC' in its name")
-        reason = kind(candidates[0])[1] + (", on the DWI's grid" if dwi is not None and _same_grid(candidates[0], dwi)
-                                           else "")  # fmt: skip
+        reason = kind(candidates[0])[1] + (
+            ", on the DWI's grid" if dwi is not None and _same_grid(candidates[0], dwi) else ""
+        )
         self.choose("ADC", candidates, reason, "all axial ADC maps")
 
     def dynamic(self) -> None:
@@ -238,8 +252,9 @@ class _Builder:
                 others = {s.id for seq in named for s in named[seq]}
                 if by_time is None or by_time.id in others:
                     shown = ", ".join(f"+{s.time_s - pre.time_s:.0f} s" for s in post)
-                    self.missing(sequence, f"{_TIMING[sequence]} (post-contrast series at {shown} after the "
-                                           "pre-contrast)")  # fmt: skip
+                    self.missing(
+                        sequence, f"{_TIMING[sequence]} (post-contrast series at {shown} after the pre-contrast)"
+                    )
                     continue
                 candidates = [s for s in post if abs(s.time_s - by_time.time_s) <= SAME_TIME_S]
                 reason = _TIMING[sequence]

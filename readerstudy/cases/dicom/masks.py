@@ -38,9 +38,11 @@ def _segment_pixels(seg: hd.seg.Segmentation, stack: Stack, segment: int) -> np.
         )
     else:
         pixels = seg.get_pixels_by_source_frame(
-            frames[0].sop_uid, [f.number for f in frames], segment_numbers=[segment],
+            frames[0].sop_uid,
+            [f.number for f in frames],
+            segment_numbers=[segment],
             assert_missing_frames_are_empty=True,
-        )  # fmt: skip
+        )
     return pixels[..., 0].transpose(2, 1, 0)
 
 

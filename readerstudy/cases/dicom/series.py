@@ -63,13 +63,17 @@ class SeriesInfo:
 
         number = ds.get("SeriesNumber")
         return cls(
-            uid=str(ds.SeriesInstanceUID), number=int(number) if number not in (None, "") else None,
-            description=text("SeriesDescription"), protocol=text("ProtocolName"),
+            uid=str(ds.SeriesInstanceUID),
+            number=int(number) if number not in (None, "") else None,
+            description=text("SeriesDescription"),
+            protocol=text("ProtocolName"),
             sequence_name=text("SequenceName") or text("PulseSequenceName"),
             image_type=tuple(str(v).upper() for v in (ds.get("ImageType") or ())),
-            scanning_sequence=text("ScanningSequence"), scan_options=text("ScanOptions"),
-            contrast_agent=text("ContrastBolusAgent"), burned_in=text("BurnedInAnnotation").upper() == "YES",
-        )  # fmt: skip
+            scanning_sequence=text("ScanningSequence"),
+            scan_options=text("ScanOptions"),
+            contrast_agent=text("ContrastBolusAgent"),
+            burned_in=text("BurnedInAnnotation").upper() == "YES",
+        )
 
 
 @dataclass

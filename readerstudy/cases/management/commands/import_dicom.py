@@ -75,8 +75,9 @@ class Command(BaseCommand):
             self._show_exam(name, plan)
 
     def _show_exam(self, name: str, plan: ExamPlan) -> None:
-        self.stdout.write(f"\nExam {name} ({plan.study or 'no labels.csv row'}; lesions: "
-                          f"{', '.join(plan.lesions) or 'none'})")  # fmt: skip
+        self.stdout.write(
+            f"\nExam {name} ({plan.study or 'no labels.csv row'}; lesions: {', '.join(plan.lesions) or 'none'})"
+        )
         for stack_id, described in plan.series().items():
             self.stdout.write(f"  series {stack_id}: {described}")
         for sequence in SEQUENCES:

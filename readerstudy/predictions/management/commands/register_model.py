@@ -16,8 +16,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("run_dir", type=Path)
         parser.add_argument("--name", help="version name (default: the folder name)")
-        parser.add_argument("--activate", action="store_true", dest="make_active",
-                            help="make it the active version and predict every lesion with it")  # fmt: skip
+        parser.add_argument(
+            "--activate",
+            action="store_true",
+            dest="make_active",
+            help="make it the active version and predict every lesion with it",
+        )
 
     def handle(self, run_dir: Path, name: str | None, make_active: bool, **options):
         try:

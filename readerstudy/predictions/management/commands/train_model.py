@@ -24,12 +24,24 @@ class Command(BaseCommand):
         parser.add_argument("--config", default="cpu", help="config name (cpu, paper) or path to a config JSON")
         parser.add_argument("--name", help="model version name (default: <config>-<date>-<time>)")
         parser.add_argument("--activate", action="store_true", help="activate the new version and predict with it")
-        parser.add_argument("--unless-active", action="store_true",
-                            help="if a version is already active, only queue its missing predictions")  # fmt: skip
+        parser.add_argument(
+            "--unless-active",
+            action="store_true",
+            help="if a version is already active, only queue its missing predictions",
+        )
         parser.add_argument("--no-wait", action="store_true", help="queue the training and return")
 
-    def handle(self, data: Path, config: str, name: str | None, activate: bool, unless_active: bool,
-               no_wait: bool, verbosity: int, **options):  # fmt: skip
+    def handle(
+        self,
+        data: Path,
+        config: str,
+        name: str | None,
+        activate: bool,
+        unless_active: bool,
+        no_wait: bool,
+        verbosity: int,
+        **options,
+    ):
         active = ModelVersion.objects.filter(is_active=True).first()
         if unless_active and active is not None:
             queued = enqueue_predictions(active)
@@ -45,10 +57,12 @@ class Command(BaseCommand):
         if not NAME.match(name) or ModelVersion.objects.filter(name=name).exists():
             raise CommandError(f"--name {name}: not a valid new version name")
         run = TrainingRun.objects.create(
-            config_name=config, data_dir=str(data.resolve()), activate=activate,
+            config_name=config,
+            data_dir=str(data.resolve()),
+            activate=activate,
             run_dir=str(Path(settings.MEDIA_ROOT) / "training" / name),
             epochs_total=loaded.training.folds * loaded.training.epochs,
-        )  # fmt: skip
+        )
         eager = settings.CELERY_TASK_ALWAYS_EAGER
         self.stdout.write(f"training run {run.pk}: {name} ({'in this process' if eager else 'on the worker'})")
         if not dispatch_training(run, progress=eager and verbosity > 0):

@@ -28,5 +28,7 @@ class Command(BaseCommand):
             study = import_study(file, override_reason)
         except ArchiveError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"restored study {study.name!r} ({study.public_id}) from {file}: "
-                          f"{study.assignments.count()} readers, {study.lesions.count()} lesions")  # fmt: skip
+        self.stdout.write(
+            f"restored study {study.name!r} ({study.public_id}) from {file}: "
+            f"{study.assignments.count()} readers, {study.lesions.count()} lesions"
+        )

@@ -30,11 +30,13 @@ class Command(BaseCommand):
     help = "Create and import the demo phantom cohort and the demo accounts (idempotent)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--evaluation", action="store_true",
-                            help="also make the evaluation cohort: 50 lesions per class, seed 1")  # fmt: skip
+        parser.add_argument(
+            "--evaluation", action="store_true", help="also make the evaluation cohort: 50 lesions per class, seed 1"
+        )
         parser.add_argument("--lesions-per-class", type=int, default=20)
-        parser.add_argument("--matrix-scale", type=float, default=1.0,
-                            help="shrink matrices (and grow voxels) for a quick, small demo")  # fmt: skip
+        parser.add_argument(
+            "--matrix-scale", type=float, default=1.0, help="shrink matrices (and grow voxels) for a quick, small demo"
+        )
 
     def handle(self, evaluation: bool, lesions_per_class: int, matrix_scale: float, **options):
         self.cohort("demo", lesions_per_class=lesions_per_class, seed=0, matrix_scale=matrix_scale)

@@ -58,9 +58,11 @@ DEMO_STUDIES = {
 DEAL = ("sequential", "feedback", "sequential", "practice")
 """The open demo study each lesion goes to, in turn, down the sorted test split."""
 SIMULATED_STUDY = {
-    "name": "Demo (simulated reads): sequential AI-assisted", "design": Design.SEQUENTIAL, "is_open": False,
+    "name": "Demo (simulated reads): sequential AI-assisted",
+    "design": Design.SEQUENTIAL,
+    "is_open": False,
     "instructions": "Not for reading: its reads are simulated from reader profiles, for the dashboards.",
-}  # fmt: skip
+}
 
 
 def split_lesions(lesions: Iterable[Lesion]) -> dict[str, list[Lesion]]:
