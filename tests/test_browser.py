@@ -18,7 +18,7 @@ from test_training import one_thread  # noqa: F401 (autouse: tiny networks run f
 from inference.domain import SEQUENCES
 from readerstudy.cases.models import Lesion
 from readerstudy.studies.identifiers import lesion_in_study, study_lesion_id
-from readerstudy.studies.models import STUDY_ADMINS_GROUP, Read
+from readerstudy.studies.models import STUDY_ADMINS_GROUP, Read, Reader
 from readerstudy.studies.simulation import simulate_reads
 from readerstudy.studies.viewing import served_file
 
@@ -26,12 +26,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 IMAGE = ".lr-viewport canvas"
 
 
+def browser_reader(username: str, group: str) -> Reader:
+    """A reader who logs in through the form (``open_reading``)."""
+    reader = make_reader(username, group)
+    reader.user.set_password("a-long-test-password")
+    reader.user.save()
+    return reader
+
+
 @pytest.fixture
 def study(predicted):
-    readers = [make_reader("reader-a", "resident"), make_reader("reader-b", "academic")]
-    for reader in readers:
-        reader.user.set_password("a-long-test-password")
-        reader.user.save()
+    readers = [browser_reader("reader-a", "resident"), browser_reader("reader-b", "academic")]
     return new_study(predicted, readers, name="Browser study", feedback="model")
 
 
@@ -184,8 +189,10 @@ def test_a_reader_reads_three_lesions_in_the_viewer_with_feedback_after_each(bro
     assert strong, "no lesion had strong heat on its slice: the colour check was vacuous"
     reads = Read.objects.filter(assignment__reader__user__username="reader-a").order_by("submitted_at")
     assert [(study_lesion_id(study, r.lesion), r.diagnosis, r.confidence, r.malignancy) for r in reads] == [
-        (order[0], 4, 4, 80), (order[1], 0, 3, 10), (order[2], 6, 5, 95)
-    ]  # fmt: skip
+        (order[0], 4, 4, 80),
+        (order[1], 0, 3, 10),
+        (order[2], 6, 5, 95),
+    ]
     assert errors == []
 
 
@@ -208,9 +215,7 @@ def test_a_second_reader_sees_nothing_of_the_first_readers_reads(browser, live_s
 
 
 def test_a_reader_revisits_and_amends_a_read_where_the_study_allows_it(browser, live_server, predicted):
-    reader = make_reader("reader-r", "general")
-    reader.user.set_password("a-long-test-password")
-    reader.user.save()
+    reader = browser_reader("reader-r", "general")
     study = new_study(predicted, [reader], name="Revisit study", allow_revisit=True, allow_amend=True)
     order = order_of(study, "reader-r")
     page, errors = open_reading(browser, live_server, study, "reader-r")
@@ -232,9 +237,7 @@ def test_a_reader_revisits_and_amends_a_read_where_the_study_allows_it(browser, 
 
 
 def test_a_sequential_study_shows_the_model_before_the_aided_read_of_the_same_lesion(browser, live_server, predicted):
-    reader = make_reader("reader-s", "resident")
-    reader.user.set_password("a-long-test-password")
-    reader.user.save()
+    reader = browser_reader("reader-s", "resident")
     study = new_study(predicted, [reader], name="Sequential study", design="sequential")
     order = order_of(study, "reader-s")
     page, errors = open_reading(browser, live_server, study, "reader-s")
@@ -278,9 +281,7 @@ def test_the_study_admin_sees_the_dashboard_figures_drawn(browser, live_server, 
 
 
 def test_an_aided_read_waits_while_its_lesion_is_owed_unaided_in_another_study(browser, live_server, predicted):
-    reader = make_reader("reader-w", "resident")
-    reader.user.set_password("a-long-test-password")
-    reader.user.save()
+    reader = browser_reader("reader-w", "resident")
     new_study(predicted, [reader], name="Blinded study")  # owes an unaided read of every lesion
     study = new_study(predicted, [reader], name="Sequential study", design="sequential")
     page, errors = open_reading(browser, live_server, study, "reader-w")
@@ -294,9 +295,7 @@ def test_an_aided_read_waits_while_its_lesion_is_owed_unaided_in_another_study(b
 
 
 def test_an_aided_read_waits_for_a_prediction_being_computed_then_opens_by_itself(browser, live_server, predicted):
-    reader = make_reader("reader-p", "resident")
-    reader.user.set_password("a-long-test-password")
-    reader.user.save()
+    reader = browser_reader("reader-p", "resident")
     study = new_study(predicted, [reader], name="Sequential study", design="sequential")
     prediction = study.prediction_for(lesion_in_study(study, order_of(study, "reader-p")[0]))
     type(prediction).objects.filter(pk=prediction.pk).update(status="running")

@@ -53,8 +53,12 @@ def open_assignment(user, study_id: str) -> Assignment:
     closed or is someone else's is not told apart)."""
     assignment = None
     if user.is_authenticated:
-        assignment = (Assignment.objects.filter(study__public_id=study_id, study__is_open=True, reader__user=user)
-                      .select_related("study", "reader__user").order_by().first())  # fmt: skip
+        assignment = (
+            Assignment.objects.filter(study__public_id=study_id, study__is_open=True, reader__user=user)
+            .select_related("study", "reader__user")
+            .order_by()
+            .first()
+        )
     if assignment is None:
         raise Http404("No open study of yours has this id.")
     return assignment
@@ -85,11 +89,6 @@ def reveal(assignment: Assignment, lesion_id: int, now: Progress | None = None) 
     here = revealable_here(assignment, lesion_id, now)
     hidden = hidden_by_reads_owed(owed_elsewhere(assignment, lesion_id)) if here else frozenset()
     return Reveal(here - hidden, here & hidden)
-
-
-def revealable(assignment: Assignment, lesion_id: int, now: Progress | None = None) -> frozenset[str]:
-    """What of ``lesion_id`` may be shown to this reader now: ``reveal(...).allowed``."""
-    return reveal(assignment, lesion_id, now).allowed
 
 
 def revealable_here(assignment: Assignment, lesion_id: int, now: Progress | None = None) -> frozenset[str]:

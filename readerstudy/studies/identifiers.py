@@ -28,7 +28,7 @@ def _keyed_id(study_public_id: str, lesion_public_id: str) -> str:
 
 def study_lesion_id(study, lesion: Lesion) -> str:
     """The id of ``lesion`` in ``study`` (16 hex digits, at least one a-d or f)."""
-    return _keyed_id(study.public_id, lesion.public_id)
+    return lesion_id_in_study(study, lesion.public_id)
 
 
 def lesion_id_in_study(study, lesion_public_id: str) -> str:
