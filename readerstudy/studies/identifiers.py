@@ -2,8 +2,9 @@
 
 A lesion's own public id is the same in every study, so two studies' responses could be joined on it. Readers
 get instead ``study_lesion_id(study, lesion)``: a keyed hash (HMAC-SHA256 under the site's secret key, salted
-for this purpose) of the study's and the lesion's public ids, 16 hex digits. Without the key, ids of one
-lesion in two studies are unrelated; with it, the server maps an id back by hashing the study's lesions.
+for this purpose) of the study's and the lesion's public ids, 16 hex digits, the first a letter. Without the
+key, ids of one lesion in two studies are unrelated; with it, the server maps an id back by hashing the study's
+lesions.
 Nothing is stored, so served files stay cached once for all studies.
 """
 
@@ -11,23 +12,19 @@ from functools import lru_cache
 
 from django.utils.crypto import salted_hmac
 
-from readerstudy.cases.models import Lesion
+from readerstudy.cases.models import Lesion, letter_first
 
 SALT = "liverread.study-lesion-id"
-NOT_A_NUMBER = "abcdf"
 
 
 @lru_cache(maxsize=65536)
 def _keyed_id(study_public_id: str, lesion_public_id: str) -> str:
     digest = salted_hmac(SALT, f"{study_public_id}:{lesion_public_id}", algorithm="sha256").hexdigest()
-    candidate = digest[:16]
-    if set(candidate) <= set("0123456789e"):  # a spreadsheet would take it for a number (see new_public_id)
-        candidate = NOT_A_NUMBER[int(digest[16], 16) % len(NOT_A_NUMBER)] + candidate[1:]
-    return candidate
+    return letter_first(digest[:16])  # never read as a number (see new_public_id)
 
 
 def study_lesion_id(study, lesion: Lesion) -> str:
-    """The id of ``lesion`` in ``study`` (16 hex digits, at least one a-d or f)."""
+    """The id of ``lesion`` in ``study`` (16 hex digits, the first a letter a-f)."""
     return lesion_id_in_study(study, lesion.public_id)
 
 
